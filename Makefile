@@ -1,0 +1,43 @@
+# Two commands set up a fresh machine: `make demo` and `make test`.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps demo test bench clean
+
+# Debian packages: FFmpeg development libraries (vpdq builds against them) and hashdeep (benchmark baseline).
+system-deps:
+	@if command -v apt-get >/dev/null 2>&1 && ! pkg-config --exists libavformat 2>/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends \
+	    pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
+	    libswresample-dev libswscale-dev libavutil-dev hashdeep; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(MAKE) system-deps
+	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel setuptools
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python -m heroes.demo build demo/seizure
+	$(BIN)/heroes triage demo/seizure --case demo/case --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-good.csv
+	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
+	@echo "records written to demo/case/reports/items.jsonl"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_hashing.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_decode.py
+
+clean:
+	rm -rf demo .pytest_cache

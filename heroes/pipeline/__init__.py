@@ -1,0 +1,1 @@
+"""The pass over the evidence: discover -> identify -> decode -> (infer) -> score -> persist."""
