@@ -27,7 +27,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/python -m heroes.demo build demo/seizure
-	$(BIN)/heroes triage demo/seizure --case demo/case --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-good.csv
+	$(BIN)/heroes triage demo/seizure --case demo/case \
+	  --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-bad.pdq.txt \
+	  --known-good demo/seizure-hashsets/known-good.csv
 	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
 	@echo "records written to demo/case/reports/items.jsonl"
 

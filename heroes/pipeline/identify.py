@@ -7,6 +7,7 @@ the type comes from the first bytes only.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -154,6 +155,21 @@ def _readinto(stream: BinaryIO, view: memoryview) -> int:
     return len(data)
 
 
-def hash_file(path: Path, *, chunk: int = 1 << 20, keep_up_to: int = 0) -> tuple[Digests, bytes, bytes | None]:
-    with open(path, "rb", buffering=0) as f:
+def open_evidence(path: Path) -> BinaryIO:
+    """Open a seized file read-only, without updating its access time where the OS allows it."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    noatime = getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags | noatime)
+    except PermissionError:
+        if not noatime:
+            raise
+        fd = os.open(path, flags)  # O_NOATIME needs ownership of the file
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def hash_file(
+    path: Path, *, chunk: int = 1 << 20, keep_up_to: int = 0
+) -> tuple[Digests, bytes, bytes | None]:
+    with open_evidence(path) as f:
         return hash_stream(f, chunk=chunk, keep_up_to=keep_up_to)

@@ -1,0 +1,198 @@
+"""The ``heroes`` command. Thin: parse, call the library, map errors to messages and exit codes.
+
+Exit codes: 0 done (bad files inside the evidence are records, not failures); 2 unusable
+arguments (missing evidence, unwritable or busy case, unreadable hash set); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from heroes import __version__
+from heroes.config import Settings
+
+app = typer.Typer(
+    name="heroes",
+    help="Media triage for child-abuse and human-trafficking investigations.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+hashsets_app = typer.Typer(help="Known-hash sets: VICS JSON, CSV/ICSE, NSRL RDSv3, PDQ lists.", no_args_is_help=True)
+app.add_typer(hashsets_app, name="hashsets")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        out.print(f"heroes {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def triage(
+    seizure: Annotated[Path, typer.Argument(help="Evidence root: a folder, an archive or a file.")],
+    case: Annotated[Path, typer.Option("--case", help="Case folder (created if missing).")],
+    hashset: Annotated[
+        list[Path] | None, typer.Option("--hashset", help="Known-bad hash set to import and match.")
+    ] = None,
+    known_good: Annotated[
+        list[Path] | None,
+        typer.Option("--known-good", help="Known-good hash set (NSRL is always known-good)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Decode processes (0: one per core).")] = 0,
+    retry_errors: Annotated[bool, typer.Option(help="Process files that failed before again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a terminal).")] = None,
+) -> None:
+    """Ingest a seizure: discover, hash, match known hash sets, decode, and store every file."""
+    from heroes.pipeline.hashsets import HashSetError
+    from heroes.pipeline.runner import triage as run_triage
+    from heroes.store.db import StoreError
+
+    if not seizure.exists() and not seizure.is_symlink():
+        raise _fail(f"evidence not found: {seizure}")
+    for hs in [*(hashset or []), *(known_good or [])]:
+        if not hs.is_file():
+            raise _fail(f"hash set not found: {hs}")
+    settings = Settings(workers=workers)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        summary = run_triage(
+            seizure, case, settings=settings, hashsets=hashset or [], known_good=known_good or [],
+            progress=show and not as_json, retry_errors=retry_errors,
+        )
+    except (StoreError, HashSetError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        err.print("interrupted: what was done is kept; run the same command again to resume")
+        raise typer.Exit(130) from None
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print_summary(summary.to_dict())
+
+
+def print_summary(s: dict) -> None:  # type: ignore[type-arg]
+    out.print(
+        f"[bold]case[/] {s['case']}  [bold]evidence[/] {s['evidence']}\n"
+        f"{s['new']} new records, {s['already_done']} already done, {s['updated']} updated; "
+        f"{s['bytes'] / 1e6:.1f} MB in {s['elapsed_s']:.1f} s ({s['files_per_s']:.1f} files/s)"
+    )
+    if s["hashsets_imported"]:
+        out.print("hash sets imported: " + ", ".join(s["hashsets_imported"]))
+    if s["by_type_status"]:
+        statuses = sorted({r["status"] for r in s["by_type_status"]})
+        t = Table(title="files by type and status")
+        t.add_column("type")
+        for st in statuses:
+            t.add_column(st, justify="right")
+        t.add_column("total", justify="right")
+        for media in sorted({r["media_type"] for r in s["by_type_status"]}):
+            counts = {r["status"]: r["count"] for r in s["by_type_status"] if r["media_type"] == media}
+            t.add_row(media, *[str(counts.get(st, "")) for st in statuses], str(sum(counts.values())))
+        out.print(t)
+    if s["errors"]:
+        t = Table(title="errors and skips by kind")
+        t.add_column("kind")
+        t.add_column("files", justify="right")
+        for kind, n in s["errors"].items():
+            t.add_row(kind, str(n))
+        out.print(t)
+    if s["matches"]:
+        t = Table(title="known-hash matches")
+        for col in ("hash set", "category", "method", "files"):
+            t.add_column(col)
+        for m in s["matches"]:
+            t.add_row(m["hashset"], m["category"], m["method"], str(m["count"]))
+        out.print(t)
+    else:
+        out.print("no known-hash matches")
+
+
+@app.command()
+def export(
+    case: Annotated[Path, typer.Argument(help="Case folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default: stdout).")] = None,
+) -> None:
+    """Write one record per file of the case (the schema is in docs/records.md)."""
+    from heroes.pipeline.report import export as do_export
+    from heroes.store.db import CaseStore, StoreError
+
+    if fmt not in ("jsonl", "csv"):
+        raise _fail(f"unknown format {fmt!r}: use jsonl or csv")
+    try:
+        store = CaseStore(case, Settings().db_url, create=False)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        n = do_export(store, fmt, output)
+    finally:
+        store.close()
+    if output is not None:
+        err.print(f"{n} records written to {output}")
+
+
+@hashsets_app.command("import")
+def hashsets_import(
+    files: Annotated[list[Path], typer.Argument(help="Hash-set files.")],
+    into: Annotated[Path, typer.Option("--into", help="Case folder.")],
+    known_good: Annotated[bool, typer.Option("--known-good", help="These sets list known-good files.")] = False,
+) -> None:
+    """Import hash sets into a case (each file once; format detected from its content)."""
+    from heroes.pipeline.hashsets import HashSetError
+    from heroes.pipeline.runner import import_hashsets
+    from heroes.store.db import CaseStore, StoreError
+
+    for f in files:
+        if not f.is_file():
+            raise _fail(f"hash set not found: {f}")
+    try:
+        store = CaseStore(into, Settings().db_url)
+        done = import_hashsets(store, files, known_good=True if known_good else None)
+    except (StoreError, HashSetError) as exc:
+        raise _fail(str(exc)) from exc
+    for name, entries, rejected, new in done:
+        state = "imported" if new else "already in the case"
+        out.print(f"{name}: {entries} entries, {rejected} rejected rows ({state})")
+    store.close()
+
+
+@hashsets_app.command("list")
+def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) -> None:
+    """Show the hash sets of a case with their schemes and categories."""
+    from heroes.store.db import CaseStore, StoreError
+
+    try:
+        store = CaseStore(case, Settings().db_url, create=False)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    t = Table(title="hash sets")
+    for col in ("name", "format", "scheme", "known-good", "entries", "rejected", "categories"):
+        t.add_column(col)
+    for r in store.hashset_rows():
+        cats = ", ".join(f"{k} {v}" for k, v in r.categories.items())
+        t.add_row(r.name, r.format, r.scheme, "yes" if r.known_good else "no", str(r.entries), str(r.rejected), cats)
+    out.print(t)
+    store.close()
+
+
+if __name__ == "__main__":
+    app()

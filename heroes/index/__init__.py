@@ -1,0 +1,1 @@
+"""FAISS indexes for faces, scenes and PDQ hashes, with their id maps."""

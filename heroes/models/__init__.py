@@ -1,0 +1,1 @@
+"""ONNX models: manifests, registry, runtime sessions and one module per task."""

@@ -1,0 +1,524 @@
+"""Decode an image once, at the size the pipeline needs, and hash it with PDQ.
+
+Seized media is hostile input: pixel bombs, truncated files, garbage metadata. Every image is
+identified from its header, its pixel count is checked against ``max_pixels`` before a single
+pixel is decoded, JPEGs are decoded through ``draft`` straight to about the working size, and the
+result is one RGB copy (longest side <= ``working_size``) from which PDQ and the models work.
+Anything unreadable becomes a :class:`DecodeError` with a reason a reviewer can read; a damaged
+file that still yields pixels carries its partial analysis on the error.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import struct
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+import numpy as np
+import pdqhash
+from numpy.typing import NDArray
+from PIL import Image, ImageFile
+from pillow_heif import register_heif_opener
+
+register_heif_opener()
+
+#: Pillow's own hard limit (2 x ``Image.MAX_IMAGE_PIXELS``), the default of ``Limits.max_pixels``
+DEFAULT_MAX_PIXELS = 178_956_970
+PDQ_HEX_LEN = 64
+
+_T = TypeVar("_T")
+
+#: Background that transparent pixels are composited on.
+#: White, because viewers and messaging apps show stickers and cut-outs on light backgrounds, and
+#: dark line art or text on a transparent canvas (drawings, comics) would vanish on black.
+ALPHA_BACKGROUND = 255
+
+_ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+_IFD_EXIF = 0x8769
+_IFD_GPS = 0x8825
+_MAX_TEXT = 256
+
+
+class DecodeError(ValueError):
+    """An image or video that cannot be (fully) decoded, with a reason a reviewer can read.
+
+    ``partial`` holds what could still be computed (e.g. the hashes of a truncated JPEG), so the
+    caller can keep them while recording the file as damaged.
+    """
+
+    def __init__(self, reason: str, *, partial: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.partial = partial
+
+
+@dataclass(slots=True)
+class ImageInfo:
+    """What the header and metadata say about an image, next to its decoded working copy."""
+
+    width: int
+    height: int
+    format: str | None
+    mode: str
+    frames: int
+    exif: dict[str, Any] | None
+    truncated: str | None = None
+
+
+@dataclass(slots=True)
+class ImageAnalysis:
+    width: int
+    height: int
+    format: str | None
+    mode: str
+    frames: int
+    pdq: str | None
+    pdq_quality: int | None
+    exif: dict[str, Any] | None
+    pixels: NDArray[np.uint8] | None = None
+
+
+class _Damaged(Exception):
+    """The decoder stopped before the end of the pixel data."""
+
+
+def analyze_image(
+    data: bytes,
+    *,
+    working_size: int = 512,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    keep_pixels: bool = False,
+) -> ImageAnalysis:
+    """Decode ``data`` once and return its size, format, EXIF and PDQ.
+
+    Raises :class:`DecodeError`; for a truncated or damaged image that still decoded in part, the
+    error's ``partial`` is the analysis of what was there.
+    """
+    rgb, info = load_rgb(data, working_size=working_size, max_pixels=max_pixels)
+    pdq, quality = pdq_hex(rgb)
+    analysis = ImageAnalysis(
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        mode=info.mode,
+        frames=info.frames,
+        pdq=pdq,
+        pdq_quality=quality,
+        exif=info.exif,
+        pixels=rgb if keep_pixels else None,
+    )
+    if info.truncated is not None:
+        raise DecodeError(info.truncated, partial=analysis)
+    return analysis
+
+
+def load_rgb(
+    data: bytes, *, working_size: int = 512, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[NDArray[np.uint8], ImageInfo]:
+    """Decode the first frame of an image to an RGB array whose longest side <= ``working_size``.
+
+    Damaged files are decoded a second time with Pillow's truncated-image tolerance so that what
+    is there can still be hashed; ``ImageInfo.truncated`` then says why.
+    """
+    if working_size < 1:
+        raise ValueError(f"working_size must be positive, got {working_size}")
+    with _quiet_pillow():
+        try:
+            return _decode(data, working_size, max_pixels)
+        except _Damaged as damage:
+            reason = str(damage)
+        with _truncated_images_allowed():
+            try:
+                rgb, info = _decode(data, working_size, max_pixels)
+            except (_Damaged, DecodeError):
+                raise DecodeError(f"damaged image: {reason}") from None
+    kind = "truncated image" if "truncat" in reason.lower() else "damaged image"
+    return rgb, replace(info, truncated=f"{kind}: {reason}")
+
+
+def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np.uint8], ImageInfo]:
+    try:
+        im = _identify(data)
+    except Image.DecompressionBombError as bomb:
+        raise DecodeError(f"decompression bomb: {bomb}") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise DecodeError(f"decompression bomb: {width * height} pixels > {max_pixels}")
+        fmt, mode = im.format, im.mode
+        frames = _frame_count(im)
+        applied = _orientation_applied_by_plugin(im)
+        pass
+        try:
+            im.load()
+        except Image.DecompressionBombError as bomb:
+            raise DecodeError(f"decompression bomb: {bomb}") from None
+        except MemoryError:
+            raise
+        except Exception as error:
+            raise _Damaged(str(error) or type(error).__name__) from None
+        exif = read_exif(im)
+        orientation = exif.get("orientation", 1) if exif else 1
+        try:
+            rgb = _working_copy(im, working_size, orientation)
+        except MemoryError:
+            raise
+        except Exception as error:
+            raise DecodeError(f"cannot convert {mode} image to RGB: {error}") from None
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if applied is not None:
+        exif = {**(exif or {}), "orientation": applied}
+    info = ImageInfo(width=width, height=height, format=fmt, mode=mode, frames=frames, exif=exif)
+    return rgb, info
+
+
+def _working_copy(im: Image.Image, working_size: int, orientation: int) -> NDArray[np.uint8]:
+    """Resample first and rotate after: transposing the small copy is the cheap order."""
+    work = _working_mode(im)
+    work.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
+    if orientation in _ORIENTATION_TRANSPOSE:
+        work = work.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    return to_rgb_array(work)
+
+
+def _orientation_applied_by_plugin(im: Image.Image) -> int | None:
+    """The stored orientation of formats whose Pillow plugin rotates the pixels itself.
+
+    Pillow's TIFF plugin and pillow-heif apply the orientation while loading and then drop it from
+    the EXIF they expose; the record should still show what the file said.
+    """
+    tags = getattr(im, "tag_v2", None)
+    value = tags.get(0x0112) if tags is not None else im.info.get("original_orientation")
+    return _safe(lambda: _orientation(value)) if value is not None else None
+
+
+def _identify(data: bytes) -> ImageFile.ImageFile:
+    """Open an image header like ``Image.open`` does, minus its pixel-count check.
+
+    Pillow's check would warn above 89 MP and fail above 179 MP before the caller's own limit is
+    consulted; skipping it here makes ``max_pixels`` the one limit that applies.
+    """
+    Image.init()
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    for fmt in list(Image.ID):
+        factory, accept = Image.OPEN[fmt]
+        try:
+            verdict = True if accept is None else accept(prefix)
+            if isinstance(verdict, str) or not verdict:
+                continue
+            fp.seek(0)
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue
+        except (Image.DecompressionBombError, MemoryError):
+            raise
+        except Exception as error:
+            raise DecodeError(f"unreadable {fmt} header: {error}") from None
+    raise DecodeError(f"cannot identify image ({len(data)} bytes, starting {prefix[:8].hex()!r})")
+
+
+def _frame_count(im: Image.Image) -> int:
+    """Frames of an animation or pages of a TIFF; a broken tail still counts what was found."""
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:
+        try:
+            im.seek(0)
+        except Exception:
+            pass
+        return 1
+
+
+def _working_mode(im: Image.Image) -> Image.Image:
+    """Convert to a mode that resamples well (``thumbnail`` of P and 1 is nearest-neighbour)."""
+    mode = im.mode
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return im.convert("RGBA")
+    if mode in ("RGB", "L", "I", "F") or mode.startswith("I;16"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    return im.convert("RGB")
+
+
+def to_rgb_array(im: Image.Image) -> NDArray[np.uint8]:
+    """RGB uint8 pixels of an image in any mode ``_working_mode`` yields.
+
+    Alpha is composited on :data:`ALPHA_BACKGROUND`; 16-bit samples are scaled (``/257``) rather
+    than clipped so a 16-bit copy of an 8-bit picture gives back the same pixels; 32-bit integer
+    and float images are stretched to their own range when they do not fit 0..255.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    if mode == "RGBA":
+        rgba = np.asarray(im, dtype=np.uint16)
+        alpha = rgba[..., 3:]
+        mixed = (rgba[..., :3] * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255
+        return mixed.astype(np.uint8)
+    if mode == "L":
+        gray = np.asarray(im, dtype=np.uint8)
+    elif mode.startswith("I;16"):
+        gray = ((np.asarray(im).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif mode in ("I", "F"):
+        gray = _stretch(np.asarray(im, dtype=np.float64), unit_range=mode == "F")
+    else:
+        return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+
+
+def _stretch(values: NDArray[np.float64], *, unit_range: bool) -> NDArray[np.uint8]:
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if unit_range and low >= 0.0 and high <= 1.0:
+        values = values * 255.0
+    elif not (low >= 0.0 and high <= 255.0):
+        span = high - low
+        values = (values - low) * (255.0 / span) if span > 0 else np.zeros_like(values)
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+@contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Silence Pillow's pixel-bomb warning (``max_pixels`` is enforced here instead) and its
+    "corrupt EXIF" notices (bad fields are dropped instead)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+@contextmanager
+def _truncated_images_allowed() -> Iterator[None]:
+    """Pillow only offers a process-wide switch; restore it whatever happens."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+# --- PDQ -------------------------------------------------------------------------------------
+
+
+def pdq_hex(rgb: NDArray[np.uint8]) -> tuple[str, int]:
+    """PDQ hash and quality of an RGB array, hex-encoded as ThreatExchange and vPDQ write it.
+
+    Bit 0 of ``pdqhash.compute`` is the most significant bit of the first hex digit, which is what
+    ``np.packbits`` produces.
+    """
+    bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex(), int(quality)
+
+
+def pdq_bytes(hashes: Iterable[str]) -> NDArray[np.uint8]:
+    """Hex PDQ hashes as an (N, 32) byte matrix, the layout :func:`pdq_distances` scans."""
+    rows = [bytes.fromhex(_check_pdq(h)) for h in hashes]
+    if not rows:
+        return np.zeros((0, 32), dtype=np.uint8)
+    return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(-1, 32)
+
+
+def pdq_distance(a: str, b: str) -> int:
+    """Hamming distance of two hex PDQ hashes (match when <= 31)."""
+    return (int(_check_pdq(a), 16) ^ int(_check_pdq(b), 16)).bit_count()
+
+
+def pdq_distances(query: str, table: NDArray[np.uint8]) -> NDArray[np.intp]:
+    """Hamming distances from one hex hash to every row of a :func:`pdq_bytes` matrix."""
+    q = np.frombuffer(bytes.fromhex(_check_pdq(query)), dtype=np.uint8)
+    return np.bitwise_count(table ^ q).sum(axis=1, dtype=np.intp)
+
+
+def _check_pdq(value: str) -> str:
+    if len(value) != PDQ_HEX_LEN or not all(c in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(f"not a PDQ hash (64 hex digits): {value!r}")
+    return value
+
+
+# --- EXIF ------------------------------------------------------------------------------------
+
+
+def read_exif(im: Image.Image) -> dict[str, Any] | None:
+    """The EXIF fields the case record uses, or None when there are none (never raises)."""
+    exif = _safe(im.getexif)
+    if exif is None:
+        return None
+    return parse_exif(exif)
+
+
+def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
+    """JSON-ready EXIF summary; a field that is missing or malformed is left out."""
+    base: Mapping[int, Any] = _safe(lambda: dict(exif)) or {}
+    sub: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_EXIF))) or {}
+    gps_ifd: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_GPS))) or {}
+
+    out: dict[str, Any] = {}
+    fields: list[tuple[str, Callable[[], Any]]] = [
+        ("make", lambda: _text(base.get(0x010F))),
+        ("model", lambda: _text(base.get(0x0110))),
+        ("body_serial", lambda: _text(sub.get(0xA431)) or _text(base.get(0xC62F))),
+        ("lens_make", lambda: _text(sub.get(0xA433))),
+        ("lens_model", lambda: _text(sub.get(0xA434))),
+        ("owner", lambda: _text(sub.get(0xA430))),
+        ("software", lambda: _text(base.get(0x0131))),
+        ("datetime_original", lambda: _datetime(sub.get(0x9003), sub.get(0x9291))),
+        ("datetime_digitized", lambda: _datetime(sub.get(0x9004), sub.get(0x9292))),
+        ("datetime", lambda: _datetime(base.get(0x0132), sub.get(0x9290))),
+        ("offset_time", lambda: _offset(sub.get(0x9010))),
+        ("offset_time_original", lambda: _offset(sub.get(0x9011))),
+        ("offset_time_digitized", lambda: _offset(sub.get(0x9012))),
+        ("orientation", lambda: _orientation(base.get(0x0112))),
+        ("width", lambda: _dimension(sub.get(0xA002))),
+        ("height", lambda: _dimension(sub.get(0xA003))),
+        ("gps", lambda: _gps(gps_ifd)),
+    ]
+    for key, read in fields:
+        value = _safe(read)
+        if value is not None:
+            out[key] = value
+    return out or None
+
+
+def _safe(read: Callable[[], _T]) -> _T | None:
+    """Run one metadata read; garbage metadata must never cost the image its record."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read()
+    except MemoryError:
+        raise
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return None
+    value = "".join(c if c.isprintable() else " " for c in value[: 4 * _MAX_TEXT]).strip()
+    return value[:_MAX_TEXT] or None
+
+
+_EXIF_DATETIME = re.compile(r"(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_OFFSET = re.compile(r"[+\-]\d{2}:\d{2}")
+
+
+def _datetime(value: Any, subsec: Any = None) -> str | None:
+    """EXIF "YYYY:MM:DD HH:MM:SS" (+ sub-seconds) as ISO 8601; placeholders such as zeros drop."""
+    text = _text(value)
+    match = _EXIF_DATETIME.match(text) if text else None
+    if match is None:
+        return None
+    stamp = datetime(*(int(part) for part in match.groups()))
+    digits = (_text(subsec) or "").strip()
+    if digits.isdigit():
+        stamp = stamp.replace(microsecond=int(digits[:6].ljust(6, "0")))
+    return stamp.isoformat()
+
+
+def _offset(value: Any) -> str | None:
+    text = _text(value)
+    return text if text and _OFFSET.fullmatch(text) else None
+
+
+def _orientation(value: Any) -> int | None:
+    number = int(value)
+    return number if 1 <= number <= 8 else None
+
+
+def _dimension(value: Any) -> int | None:
+    number = int(value)
+    return number if number > 0 else None
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
+
+
+def _ref(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    return str(value).strip("\x00 ").upper()[:1]
+
+
+def _degrees(value: Any, ref: Any, negative: str, limit: float) -> float | None:
+    parts = (
+        [_finite(part) for part in value] if isinstance(value, tuple | list) else [_finite(value)]
+    )
+    if not 1 <= len(parts) <= 3:
+        return None
+    d, m, s = (parts + [0.0, 0.0])[:3]
+    degrees = abs(d) + m / 60.0 + s / 3600.0
+    if d < 0 or _ref(ref) == negative:
+        degrees = -degrees
+    return round(degrees, 7) if abs(degrees) <= limit else None
+
+
+def _gps(ifd: Mapping[int, Any]) -> dict[str, Any] | None:
+    """Decimal degrees (south and west negative), metres (below sea level negative), UTC time."""
+    gps: dict[str, Any] = {}
+    readers: list[tuple[str, Callable[[], Any]]] = [
+        ("lat", lambda: _degrees(ifd[2], ifd.get(1), "S", 90.0)),
+        ("lon", lambda: _degrees(ifd[4], ifd.get(3), "W", 180.0)),
+        ("alt", lambda: _altitude(ifd[6], ifd.get(5))),
+        ("timestamp", lambda: _gps_time(ifd.get(29), ifd.get(7))),
+    ]
+    for key, read in readers:
+        value = _safe(read)
+        if value is not None:
+            gps[key] = value
+    if ("lat" in gps) != ("lon" in gps):
+        gps.pop("lat", None)
+        gps.pop("lon", None)
+    return gps or None
+
+
+def _altitude(value: Any, ref: Any) -> float:
+    metres = _finite(value)
+    below = ref in (1, b"\x01", "\x01") or (isinstance(ref, bytes | str) and _ref(ref) == "1")
+    return round(-abs(metres) if below else metres, 3)
+
+
+def _gps_time(date: Any, time: Any) -> str | None:
+    clock = None
+    if time is not None:
+        h, m, s = (_finite(part) for part in time)
+        if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 61):
+            return None
+        whole = int(s)
+        clock = f"{int(h):02d}:{int(m):02d}:{whole:02d}"
+        if s - whole >= 0.0005:
+            clock += f".{int((s - whole) * 1000):03d}"
+    text = _text(date)
+    day = None
+    if text:
+        parsed = datetime.strptime(text.replace("-", ":"), "%Y:%m:%d")
+        day = parsed.date().isoformat()
+    if day and clock:
+        return f"{day}T{clock}Z"
+    return day or clock

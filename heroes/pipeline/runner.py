@@ -1,0 +1,706 @@
+"""One triage pass: discover -> identify -> match -> decode -> persist -> finalize.
+
+The driver streams entries from the walker, hashes them on a small thread pool (hashlib releases
+the GIL), decides in discovery order what each file is (resumed, duplicate, known-good, known-bad),
+sends only the files that need pixels to a process pool, and writes rows in batches. Inference
+slots in between decode and persist (``analyze`` returns fields; a later stage adds more).
+
+Resumable: a file already in the case with the same path, size and mtime is not read again; one
+whose size/mtime changed is hashed and, if its SHA-256 is unchanged, only its metadata is updated.
+Rows are committed every few hundred files, so a killed run loses at most the last batch, which the
+next run redoes; the unique (evidence, path) key means nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+
+from heroes.config import Settings, get_settings
+from heroes.pipeline.analyze import AnalyzeOptions, analyze_media
+from heroes.pipeline.discover import Entry, walk
+from heroes.pipeline.hashsets import open_hashset
+from heroes.pipeline.identify import (
+    MEDIA_ARCHIVE,
+    MEDIA_IMAGE,
+    MEDIA_OTHER,
+    MEDIA_VIDEO,
+    Digests,
+    hash_bytes,
+    hash_file,
+    sniff,
+)
+from heroes.pipeline.matching import nearest_within, visual_groups
+from heroes.store.db import CaseStore, StoreError, file_sha256, pdq_matrix
+from heroes.store.schema import ItemRow
+
+#: files on disk up to this size are read once and kept in memory for decoding
+KEEP_BYTES = 64 * 1024 * 1024
+_FLUSH_ROWS = 500
+_FLUSH_SECONDS = 2.0
+
+_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+_VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".m4v", ".3gp", ".mpg", ".mpeg", ".flv"}
+
+
+class CaseBusyError(StoreError):
+    """Another triage holds the case."""
+
+
+@dataclass
+class TriageSummary:
+    """What a run did, for people (the CLI's table) and machines (``to_dict``)."""
+
+    run_id: int
+    evidence: str
+    case: str
+    new: int = 0
+    resumed: int = 0
+    updated: int = 0
+    bytes: int = 0
+    elapsed: float = 0.0
+    by_type_status: Counter[tuple[str, str]] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    matches: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    hashsets_imported: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def files_per_second(self) -> float:
+        return self.new / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "evidence": self.evidence,
+            "case": self.case,
+            "new": self.new,
+            "already_done": self.resumed,
+            "updated": self.updated,
+            "bytes": self.bytes,
+            "elapsed_s": round(self.elapsed, 3),
+            "files_per_s": round(self.files_per_second, 2),
+            "by_type_status": [
+                {"media_type": m, "status": s, "count": n}
+                for (m, s), n in sorted(self.by_type_status.items())
+            ],
+            "errors": dict(self.errors.most_common()),
+            "matches": [
+                {"hashset": h, "category": c, "method": m, "count": n}
+                for (h, c, m), n in sorted(self.matches.items())
+            ],
+            "hashsets_imported": self.hashsets_imported,
+            "interrupted": self.interrupted,
+        }
+
+
+def error_kind(error: str) -> str:
+    """The kind of an error text: what stands before its first colon (``zip bomb: ...``)."""
+    return error.split(":", 1)[0].strip()[:80] or "error"
+
+
+# --------------------------------------------------------------------------------------------------
+# hash sets
+
+
+def import_hashsets(
+    store: CaseStore, paths: Sequence[Path], *, known_good: bool | None = None
+) -> list[tuple[str, int, int, bool]]:
+    """Import hash-set files into the case, once each (a file already imported is recognised by
+    its SHA-256). Returns (name, entries, rejected, newly_imported) per file."""
+    out = []
+    for path in paths:
+        digest = file_sha256(path)
+        row = store.hashset_with_source(digest)
+        if row is not None:
+            out.append((row.name, row.entries, row.rejected, False))
+            continue
+        info, entries, stats = open_hashset(path, known_good=known_good)
+        row = store.add_hashset(info, entries, stats, digest)
+        out.append((row.name, row.entries, row.rejected, True))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the pass
+
+
+@dataclass(slots=True)
+class _Identified:
+    digests: Digests | None
+    media_type: str
+    mime: str | None
+    data: bytes | None
+    error: str | None = None
+
+
+def _identify(entry: Entry, chunk: int) -> _Identified:
+    try:
+        if entry.data is not None:
+            digests = hash_bytes(entry.data)
+            head, data = entry.data[:512], entry.data
+        else:
+            assert entry.fs_path is not None
+            digests, head, data = hash_file(entry.fs_path, chunk=chunk, keep_up_to=KEEP_BYTES)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return _Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
+    sniffed = sniff(head)
+    media = MEDIA_ARCHIVE if entry.archive_kind else sniffed.media_type
+    return _Identified(digests, media, sniffed.mime, data)
+
+
+def _claimed_media(path: str) -> str | None:
+    suffix = PurePosixPath(path.rsplit("!/", 1)[-1]).suffix.lower()
+    return MEDIA_IMAGE if suffix in _IMAGE_EXT else MEDIA_VIDEO if suffix in _VIDEO_EXT else None
+
+
+@contextlib.contextmanager
+def _case_lock(case_dir: Path) -> Iterator[None]:
+    fd = os.open(case_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CaseBusyError(f"case {case_dir} is being triaged by another process") from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _temp_inside(case_dir: Path) -> Iterator[None]:
+    """Point every temporary file of the run (worker sockets included) into the case folder."""
+    tmp = case_dir / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    old, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = str(tmp)
+    os.environ["TMPDIR"] = str(tmp)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old
+        if old_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old_env
+
+
+def _prescan(root: Path) -> tuple[int, int]:
+    """Files and bytes on disk under ``root`` (no symlinks followed), for the progress bar's ETA."""
+    if root.is_file():
+        return 1, root.stat().st_size
+    files = size = 0
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(Path(e.path))
+                        else:
+                            files += 1
+                            if e.is_file(follow_symlinks=False):
+                                size += e.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        files += 1
+        except OSError:
+            continue
+    return files, size
+
+
+class _Progress:
+    """A rich progress bar on a terminal (files/s, bytes, ETA); silent otherwise."""
+
+    def __init__(self, enabled: bool, total_bytes: int) -> None:
+        self.files = 0
+        self._bar: Any = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("[bold]triage"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[files]} files, {task.fields[rate]} files/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._task = self._bar.add_task("triage", total=total_bytes or None, files=0, rate="0")
+        self._t0 = time.perf_counter()
+        self._bar.start()
+
+    def advance(self, nbytes: int, files: int = 1) -> None:
+        self.files += files
+        if self._bar is not None:
+            rate = self.files / max(1e-6, time.perf_counter() - self._t0)
+            self._bar.update(self._task, advance=nbytes, files=self.files, rate=f"{rate:.0f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+class _Pass:
+    """State of one run. Used only by :func:`triage`."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        evidence: Path,
+        settings: Settings,
+        run_id: int,
+        summary: TriageSummary,
+        progress: _Progress,
+        retry_errors: bool,
+    ) -> None:
+        self.store = store
+        self.root = evidence
+        self.evidence = str(evidence)
+        self.settings = settings
+        self.run_id = run_id
+        self.summary = summary
+        self.progress = progress
+        self.retry_errors = retry_errors
+        self.opts = AnalyzeOptions(
+            working_size=settings.working_size,
+            max_pixels=settings.limits.max_pixels,
+            keyframe_interval=settings.keyframe_interval,
+            max_frames=settings.limits.max_frames,
+            max_video_seconds=settings.limits.max_video_seconds,
+        )
+        with store.session() as s:
+            self.next_id = (s.execute(select(ItemRow.id).order_by(ItemRow.id.desc())).scalar() or 0) + 1
+        self.buffer: list[tuple[bool, dict[str, Any]]] = []
+        #: sha256 -> item id of originals assigned an id but not yet committed
+        self.pending_sha: dict[str, int] = {}
+        self.last_flush = time.monotonic()
+        self.archives_done: list[str] = []
+        self.workers = settings.workers or (os.cpu_count() or 1)
+
+    # -- resume -----------------------------------------------------------------------------
+    def _done_before(self, entry: Entry) -> tuple[bool, int | None, str | None]:
+        """(skip, existing id to update, existing sha256) for an entry."""
+        old = self.store.existing(self.evidence, entry.path)
+        if old is None:
+            return False, None, None
+        if old.status == "error" and self.retry_errors:
+            return False, old.id, None
+        if old.size == entry.size and old.mtime == entry.mtime:
+            return True, old.id, old.sha256
+        return False, old.id, old.sha256
+
+    def skip_archive(self, entry: Entry) -> bool:
+        old = self.store.existing(self.evidence, entry.path)
+        return bool(
+            old and old.archive_complete and old.size == entry.size and old.mtime == entry.mtime
+        )
+
+    # -- rows -------------------------------------------------------------------------------
+    def _row(self, entry: Entry, item_id: int | None) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": item_id,
+            "evidence": self.evidence,
+            "path": entry.path,
+            "container": entry.container,
+            "depth": entry.depth,
+            "size": entry.size,
+            "mtime": entry.mtime,
+            "archive_kind": entry.archive_kind,
+            "members": entry.members,
+            "run_id": self.run_id,
+            "media_type": MEDIA_ARCHIVE if entry.archive_kind else MEDIA_OTHER,
+            "status": "ok",
+            "error": None,
+        }
+        return row
+
+    def _assign_id(self, row: dict[str, Any], update_of: int | None) -> None:
+        """Give a row its item id at decision time, so later copies can name it as original."""
+        if update_of is None:
+            row["id"] = self.next_id
+            self.next_id += 1
+        else:
+            row["id"] = update_of
+        if row.get("sha256") and row["status"] not in ("duplicate", "skipped", "error"):
+            self.pending_sha.setdefault(row["sha256"], row["id"])
+
+    def _emit(self, row: dict[str, Any], *, new: bool) -> None:
+        if new:
+            self.summary.new += 1
+        else:
+            self.summary.updated += 1
+        self.summary.by_type_status[(row["media_type"], row["status"])] += 1
+        if row.get("error"):
+            self.summary.errors[error_kind(row["error"])] += 1
+        self.summary.bytes += row.get("size") or 0
+        self.buffer.append((new, row))
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not self.buffer:
+            return
+        if (
+            not force
+            and len(self.buffer) < _FLUSH_ROWS
+            and time.monotonic() - self.last_flush < _FLUSH_SECONDS
+        ):
+            return
+        new = [r for is_new, r in self.buffer if is_new]
+        old = [r for is_new, r in self.buffer if not is_new]
+        self.store.insert_and_update(new, old)
+        for _, r in self.buffer:
+            sha = r.get("sha256")
+            if sha and self.pending_sha.get(sha) == r["id"]:
+                del self.pending_sha[sha]
+        self.buffer.clear()
+        self.last_flush = time.monotonic()
+
+    def _original_of(self, sha256: str) -> int | None:
+        if sha256 in self.pending_sha:
+            return self.pending_sha[sha256]
+        return self.store.first_with_sha256(sha256)
+
+    # -- decisions ------------------------------------------------------------------------------
+    def decide(
+        self, entry: Entry, ident: _Identified, update_of: int | None, old_sha: str | None
+    ) -> dict[str, Any] | None:
+        """Fill a row from the identify result, with its item id; None when nothing changed.
+
+        Rows whose pixels are needed carry ``_decode`` (the bytes, or None to read from disk)."""
+        d = ident.digests
+        if d is not None and update_of is not None and old_sha == d.sha256:
+            self.store.update_items([{"id": update_of, "size": entry.size, "mtime": entry.mtime}])
+            self.summary.resumed += 1
+            return None
+        row = self._row(entry, update_of)
+        if d is None:
+            row.update(status="error", error=ident.error)
+        else:
+            self._classify(row, entry, ident, d, update_of)
+        self._assign_id(row, update_of)
+        return row
+
+    def _classify(
+        self, row: dict[str, Any], entry: Entry, ident: _Identified, d: Digests, update_of: int | None
+    ) -> None:
+        row.update(
+            md5=d.md5, sha1=d.sha1, sha256=d.sha256, size=d.size,
+            media_type=ident.media_type, mime=ident.mime,
+        )
+        if entry.error:
+            row.update(status="error", error=entry.error)
+        known_good = False
+        matches = self.store.match_exact(d.md5, d.sha1, d.sha256)
+        bad = [m for m in matches if not m[0].known_good]
+        if bad:
+            meta, e, method = min(bad, key=lambda m: ("sha256", "sha1", "md5").index(m[2]))
+            row["known_match"] = _known_match(meta, e.category, e.label, method, 0)
+            self.summary.matches[(meta.name, e.category or "uncategorised", method)] += 1
+        elif matches:
+            meta, e, method = matches[0]
+            known_good = True
+            row["known_match"] = _known_match(meta, e.category, e.label, method, 0)
+            self.summary.matches[(meta.name, "known-good", method)] += 1
+        if row["status"] == "error":
+            return
+        if d.size == 0:
+            row.update(status="skipped", error="empty file")
+            return
+        if known_good:
+            row["status"] = "known_good"
+            return
+        original = self._original_of(d.sha256)
+        if original is not None and original != update_of:
+            row.update(status="duplicate", duplicate_of=original)
+            return
+        claimed = _claimed_media(entry.path)
+        if ident.media_type in (MEDIA_IMAGE, MEDIA_VIDEO):
+            row["_decode"] = ident.data
+        elif claimed and ident.media_type == MEDIA_OTHER:
+            ext = PurePosixPath(entry.path).suffix
+            row.update(status="error", error=f"content is not an {claimed}: {ident.mime} (name ends {ext})")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, entries: Iterator[Entry]) -> None:
+        """Stream entries through hashing (threads) and decoding (processes), in bounded windows."""
+        window = max(4, 4 * self.workers)
+        idq: deque[tuple[Entry, Future[_Identified], int | None, str | None]] = deque()
+        decoding: dict[Future[dict[str, Any]], tuple[dict[str, Any], bool, tuple[Any, ...]]] = {}
+        ctx = get_context("forkserver")
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+
+        def settle_decodes(block: bool) -> None:
+            nonlocal pool
+            if not decoding:
+                return
+            done, _ = wait(list(decoding), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            broken: list[tuple[dict[str, Any], bool, tuple[Any, ...]]] = []
+            for fut in done:
+                row, new, args = decoding.pop(fut)
+                try:
+                    fields = fut.result()
+                except BrokenProcessPool:
+                    broken.append((row, new, args))
+                    continue
+                self._finish_decode(row, fields, new)
+            if broken:
+                # A worker died (a native crash in a decoder): every in-flight file is suspect.
+                # Each is retried alone in a fresh process; one that kills it again becomes an
+                # error record, the others get their results, and the pass goes on.
+                broken.extend(decoding.values())
+                decoding.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                for row, new, args in broken:
+                    self._finish_decode(row, _isolated(ctx, args), new)
+                pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+
+        def settle_identified() -> None:
+            entry, fut, upd, old_sha = idq.popleft()
+            row = self.decide(entry, fut.result(), upd, old_sha)
+            self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
+            if row is None:
+                return
+            if "_decode" in row:
+                data = row.pop("_decode")
+                fs = str(entry.fs_path) if data is None and entry.fs_path else None
+                args = (row["media_type"], data, fs, self.opts)
+                decoding[pool.submit(analyze_media, *args)] = (row, upd is None, args)
+                while len(decoding) > 2 * window:
+                    settle_decodes(block=True)
+            else:
+                self._emit(row, new=upd is None)
+
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(4, self.workers))) as hashers:
+                for entry in entries:
+                    if entry.archive_kind and entry.error is None:
+                        self.archives_done.append(entry.path)
+                    skip, upd, old_sha = self._done_before(entry)
+                    if skip:
+                        self.summary.resumed += 1
+                        self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
+                        continue
+                    if entry.data is None and entry.fs_path is None:
+                        row = self._row(entry, upd)
+                        row["status"] = "skipped" if entry.skipped else "error"
+                        row["error"] = entry.skipped or entry.error or "unreadable"
+                        self._assign_id(row, upd)
+                        self.progress.advance(0)
+                        self._emit(row, new=upd is None)
+                        continue
+                    fut = hashers.submit(_identify, entry, self.settings.hash_chunk)
+                    idq.append((entry, fut, upd, old_sha))
+                    while idq and (len(idq) > window or idq[0][1].done()):
+                        settle_identified()
+                    settle_decodes(block=False)
+                while idq:
+                    settle_identified()
+            while decoding:
+                settle_decodes(block=True)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.flush(force=True)
+
+    def _finish_decode(self, row: dict[str, Any], fields: dict[str, Any], new: bool) -> None:
+        err = fields.pop("error", None)
+        row.update(fields)
+        if err:
+            row["error"] = err
+        self._emit(row, new=new)
+
+
+def _isolated(ctx: Any, args: tuple[Any, ...]) -> dict[str, Any]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as one:
+        try:
+            return one.submit(analyze_media, *args).result()
+        except BrokenProcessPool:
+            return {"status": "error", "error": "decoder crashed: the worker process died on this file"}
+
+
+def _known_match(meta: Any, category: str | None, label: str | None, method: str, distance: int) -> dict[str, Any]:
+    return {
+        "hashset": meta.name,
+        "category": category,
+        "category_name": meta.categories.get(category) if category is not None else "uncategorised",
+        "scheme": meta.scheme,
+        "method": method,
+        "distance": distance,
+        "known_good": meta.known_good,
+        "label": label,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# after the pass: case-wide work that needs every row
+
+
+def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None = None) -> None:
+    """PDQ matches against hash sets, duplicate fields, visual groups; all case-wide, idempotent."""
+    max_d, min_q = settings.pdq.match_distance, settings.pdq.min_quality
+    with store.session() as s:
+        items = s.execute(
+            select(ItemRow.id, ItemRow.pdq, ItemRow.pdq_quality, ItemRow.video, ItemRow.known_match, ItemRow.status)
+        ).all()
+    hashes: list[str] = []
+    owners: list[int] = []
+    times: list[float | None] = []
+    for item_id, pdq, quality, video, _km, status in items:
+        if status == "duplicate":
+            continue
+        if pdq and (quality or 0) >= min_q:
+            hashes.append(pdq)
+            owners.append(item_id)
+            times.append(None)
+        for kf in (video or {}).get("keyframes", []):
+            if kf.get("pdq") and (kf.get("quality") or 0) >= min_q:
+                hashes.append(kf["pdq"])
+                owners.append(item_id)
+                times.append(kf.get("time"))
+    mat = pdq_matrix(hashes)
+    own = np.asarray(owners, dtype=np.int64)
+
+    # known-bad PDQ matches, for items that no exact hash matched
+    refs, ref_rows = store.pdq_entries()
+    unmatched = {i for i, *_rest, km, _st in items if km is None}
+    sets = store.hashsets()
+    updates: dict[int, dict[str, Any]] = {}
+    if len(refs) and len(mat):
+        best, dist = nearest_within(mat, refs, max_d)
+        for k in np.nonzero(best >= 0)[0].tolist():
+            item_id = owners[k]
+            if item_id not in unmatched:
+                continue
+            e = ref_rows[int(best[k])]
+            meta = sets[e.hashset_id]
+            prev = updates.get(item_id, {}).get("known_match")
+            if prev is not None and prev["distance"] <= int(dist[k]):
+                continue
+            km = _known_match(meta, e.category, e.label, "pdq", int(dist[k]))
+            if times[k] is not None:
+                km["frame_time"] = times[k]
+            updates.setdefault(item_id, {"id": item_id})["known_match"] = km
+        if summary is not None:
+            for u in updates.values():
+                km = u["known_match"]
+                summary.matches[(km["hashset"], km["category"] or "uncategorised", "pdq")] += 1
+
+    groups = visual_groups(mat, own, max_d)
+    for item_id, _pdq, _q, _v, _km, status in items:
+        g = groups.get(item_id)
+        updates.setdefault(item_id, {"id": item_id})["visual_group"] = g
+    store.update_items(list(updates.values()))
+
+    # duplicates carry their original's decoded fields
+    with store.session() as s, s.begin():
+        dups = s.execute(select(ItemRow.id, ItemRow.duplicate_of).where(ItemRow.status == "duplicate")).all()
+        if dups:
+            orig_ids = {o for _, o in dups}
+            originals = {
+                r.id: r
+                for r in s.execute(select(ItemRow).where(ItemRow.id.in_(orig_ids))).scalars()
+            }
+            rows = []
+            for dup_id, orig in dups:
+                o = originals.get(orig)
+                if o is None:
+                    continue
+                rows.append(
+                    {
+                        "id": dup_id, "pdq": o.pdq, "pdq_quality": o.pdq_quality, "exif": o.exif,
+                        "video": o.video, "width": o.width, "height": o.height,
+                        "visual_group": o.visual_group, "media_type": o.media_type, "mime": o.mime,
+                        "known_match": o.known_match,
+                    }
+                )
+            if rows:
+                s.execute(update(ItemRow), rows)
+
+
+def triage(
+    evidence: Path,
+    case_dir: Path,
+    *,
+    settings: Settings | None = None,
+    hashsets: Sequence[Path] = (),
+    known_good: Sequence[Path] = (),
+    progress: bool = False,
+    retry_errors: bool = False,
+    on_entry: Callable[[Entry], None] | None = None,
+) -> TriageSummary:
+    """Triage one evidence root into a case folder. Re-running it resumes."""
+    settings = settings or get_settings()
+    evidence = Path(evidence)
+    if not evidence.exists() and not evidence.is_symlink():
+        raise FileNotFoundError(f"evidence not found: {evidence}")
+    evidence = evidence.resolve()
+    case_dir = Path(case_dir).absolute()
+    if case_dir == evidence or evidence in case_dir.parents:
+        raise StoreError("the case folder must not be inside the evidence")
+    store = CaseStore(case_dir, settings.db_url)
+    t0 = time.perf_counter()
+    try:
+        with _case_lock(case_dir), _temp_inside(case_dir):
+            imported = import_hashsets(store, list(hashsets))
+            imported += import_hashsets(store, list(known_good), known_good=True)
+            run_id = store.start_run(str(evidence), settings.model_dump())
+            summary = TriageSummary(run_id, str(evidence), str(case_dir))
+            summary.hashsets_imported = [f"{n} ({e} entries)" for n, e, _r, new in imported if new]
+            _files, total_bytes = _prescan(evidence) if progress else (0, 0)
+            bar = _Progress(progress, total_bytes)
+            the_pass = _Pass(store, evidence, settings, run_id, summary, bar, retry_errors)
+            status = "done"
+            try:
+                entries = walk(evidence, settings.limits, skip_archive=the_pass.skip_archive)
+                if on_entry is not None:
+                    entries = _tap(entries, on_entry)
+                the_pass.run(entries)
+            except KeyboardInterrupt:
+                the_pass.flush(force=True)
+                summary.interrupted = True
+                status = "interrupted"
+                raise
+            finally:
+                bar.close()
+                summary.elapsed = time.perf_counter() - t0
+                if status == "done":
+                    store.mark_archives_complete(str(evidence), the_pass.archives_done)
+                    finalize(store, settings, summary)
+                store.finish_run(run_id, summary.to_dict(), status)
+            return summary
+    finally:
+        store.close()
+
+
+def _tap(entries: Iterator[Entry], fn: Callable[[Entry], None]) -> Iterator[Entry]:
+    for e in entries:
+        fn(e)
+        yield e

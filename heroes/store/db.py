@@ -1,0 +1,253 @@
+"""Access to one case's store: a SQLite file in the case folder, or PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import create_engine, event, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from heroes.store.schema import Base, HashEntryRow, HashSetRow, ItemRow, RunRow
+
+DB_FILE = "case.db"
+_INSERT_CHUNK = 5000
+
+
+class StoreError(RuntimeError):
+    """The case store cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class HashSetMeta:
+    id: int
+    name: str
+    scheme: str
+    categories: dict[str, str]
+    known_good: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    id: int
+    size: int | None
+    mtime: float | None
+    sha256: str | None
+    status: str
+    archive_complete: bool
+
+
+def case_db_url(case_dir: Path, db_url: str | None = None) -> str:
+    return db_url or f"sqlite:///{(case_dir / DB_FILE).resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class CaseStore:
+    """One case: its items, hash sets and runs. Safe to reopen; every write is a transaction."""
+
+    def __init__(self, case_dir: Path, db_url: str | None = None, *, create: bool = True) -> None:
+        self.case_dir = Path(case_dir)
+        if create:
+            try:
+                self.case_dir.mkdir(parents=True, exist_ok=True)
+                probe = self.case_dir / ".write-test"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise StoreError(f"case folder {self.case_dir} is not writable: {exc.strerror}") from exc
+        elif not (db_url or (self.case_dir / DB_FILE).exists()):
+            raise StoreError(f"no case at {self.case_dir} (no {DB_FILE})")
+        self.url = case_db_url(self.case_dir, db_url)
+        self.engine: Engine = create_engine(self.url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            Base.metadata.create_all(self.engine)
+        except Exception as exc:  # a broken URL or an unreachable server
+            raise StoreError(f"cannot open case store {self.engine.url!r}: {exc}") from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._hashsets: dict[int, HashSetMeta] | None = None
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # runs ---------------------------------------------------------------------------------------
+    def start_run(self, evidence: str, settings: dict[str, Any]) -> int:
+        with self.session() as s, s.begin():
+            run = RunRow(evidence=evidence, settings=settings)
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, stats: dict[str, Any], status: str = "done") -> None:
+        with self.session() as s, s.begin():
+            s.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id)
+                .values(stats=stats, status=status, finished_at=datetime.now(timezone.utc))
+            )
+
+    # items --------------------------------------------------------------------------------------
+    def existing(self, evidence: str, path: str) -> Existing | None:
+        with self.session() as s:
+            row = s.execute(
+                select(
+                    ItemRow.id, ItemRow.size, ItemRow.mtime, ItemRow.sha256, ItemRow.status,
+                    ItemRow.archive_complete,
+                ).where(ItemRow.evidence == evidence, ItemRow.path == path)
+            ).first()
+        return Existing(*row) if row else None
+
+    def first_with_sha256(self, sha256: str) -> int | None:
+        with self.session() as s:
+            return s.execute(
+                select(func.min(ItemRow.id)).where(
+                    ItemRow.sha256 == sha256, ItemRow.status.not_in(("duplicate", "skipped"))
+                )
+            ).scalar()
+
+    def insert_and_update(
+        self, new: Sequence[dict[str, Any]], changed: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Insert new item rows and update changed ones (rows carry their ``id``), in one
+        transaction."""
+        with self.session() as s, s.begin():
+            if new:
+                s.execute(insert(ItemRow), list(new))
+            if changed:
+                s.execute(update(ItemRow), list(changed))
+
+    def update_items(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            with self.session() as s, s.begin():
+                s.execute(update(ItemRow), list(rows))
+
+    def mark_archives_complete(self, evidence: str, paths: Iterable[str]) -> None:
+        paths = list(paths)
+        with self.session() as s, s.begin():
+            for i in range(0, len(paths), 500):
+                s.execute(
+                    update(ItemRow)
+                    .where(ItemRow.evidence == evidence, ItemRow.path.in_(paths[i : i + 500]))
+                    .values(archive_complete=True)
+                )
+
+    def items(self, *, order: str = "rank") -> Iterator[ItemRow]:
+        key = (
+            (ItemRow.rank.is_(None), ItemRow.rank, ItemRow.id) if order == "rank" else (ItemRow.id,)
+        )
+        with self.session() as s:
+            yield from s.execute(select(ItemRow).order_by(*key).execution_options(yield_per=1000)).scalars()
+
+    def count_items(self) -> int:
+        with self.session() as s:
+            return s.execute(select(func.count(ItemRow.id))).scalar_one()
+
+    # hash sets ----------------------------------------------------------------------------------
+    def hashset_with_source(self, source_sha256: str) -> HashSetRow | None:
+        with self.session() as s:
+            return s.execute(
+                select(HashSetRow).where(HashSetRow.source_sha256 == source_sha256)
+            ).scalar_one_or_none()
+
+    def add_hashset(self, info: Any, entries: Iterable[Any], stats: Any, source_sha256: str) -> HashSetRow:
+        """Store a parsed hash set (see :mod:`heroes.pipeline.hashsets`), streaming its entries."""
+        with self.session() as s, s.begin():
+            name = info.name
+            taken = set(s.execute(select(HashSetRow.name)).scalars())
+            n = 2
+            while name in taken:
+                name, n = f"{info.name}-{n}", n + 1
+            row = HashSetRow(
+                name=name, format=info.format, scheme=info.scheme, categories=dict(info.categories),
+                known_good=bool(info.known_good), source=info.source, source_sha256=source_sha256,
+                meta=dict(info.meta),
+            )
+            s.add(row)
+            s.flush()
+            batch: list[dict[str, Any]] = []
+            for e in entries:
+                batch.append(
+                    {
+                        "hashset_id": row.id, "md5": e.md5, "sha1": e.sha1, "sha256": e.sha256,
+                        "pdq": e.pdq, "category": e.category, "label": e.label, "ref": e.ref,
+                        "meta": e.meta or None,
+                    }
+                )
+                if len(batch) >= _INSERT_CHUNK:
+                    s.execute(insert(HashEntryRow), batch)
+                    batch.clear()
+            if batch:
+                s.execute(insert(HashEntryRow), batch)
+            row.entries = stats.entries
+            row.rejected = stats.rejected
+            row.meta = {**row.meta, "rejects": list(stats.rejects)[:20]}
+        self._hashsets = None
+        return row
+
+    def hashsets(self) -> dict[int, HashSetMeta]:
+        if self._hashsets is None:
+            with self.session() as s:
+                rows = s.execute(select(HashSetRow)).scalars().all()
+            self._hashsets = {
+                r.id: HashSetMeta(r.id, r.name, r.scheme, dict(r.categories), r.known_good)
+                for r in rows
+            }
+        return self._hashsets
+
+    def hashset_rows(self) -> list[HashSetRow]:
+        with self.session() as s:
+            return list(s.execute(select(HashSetRow).order_by(HashSetRow.id)).scalars())
+
+    def match_exact(self, md5: str, sha1: str, sha256: str) -> list[tuple[HashSetMeta, HashEntryRow, str]]:
+        """Every hash-set entry that names this file by any of its three hashes."""
+        if not self.hashsets():
+            return []
+        with self.session() as s:
+            rows = s.execute(
+                select(HashEntryRow).where(
+                    or_(HashEntryRow.md5 == md5, HashEntryRow.sha1 == sha1, HashEntryRow.sha256 == sha256)
+                )
+            ).scalars().all()
+        out = []
+        for e in rows:
+            method = "sha256" if e.sha256 == sha256 else "sha1" if e.sha1 == sha1 else "md5"
+            out.append((self.hashsets()[e.hashset_id], e, method))
+        return out
+
+    def pdq_entries(self) -> tuple[NDArray[np.uint8], list[HashEntryRow]]:
+        """All PDQ hashes of all hash sets, as a packed [M, 32] array and their rows."""
+        with self.session() as s:
+            rows = list(s.execute(select(HashEntryRow).where(HashEntryRow.pdq.is_not(None))).scalars())
+        return pdq_matrix([r.pdq for r in rows]), rows
+
+
+def pdq_matrix(hexes: Sequence[str]) -> NDArray[np.uint8]:
+    if not hexes:
+        return np.zeros((0, 32), dtype=np.uint8)
+    return np.frombuffer(bytes.fromhex("".join(hexes)), dtype=np.uint8).reshape(len(hexes), 32)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

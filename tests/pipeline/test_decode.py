@@ -1,0 +1,486 @@
+"""Image decoding at working size, EXIF and PDQ, on package-shipped photos and synthetic images."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import pdqhash
+import pytest
+from numpy.typing import NDArray
+from PIL import Image, ImageFile, JpegImagePlugin, TiffImagePlugin
+from skimage import data as skdata
+
+from heroes.pipeline.decode import (
+    DecodeError,
+    ImageAnalysis,
+    analyze_image,
+    load_rgb,
+    pdq_bytes,
+    pdq_distance,
+    pdq_distances,
+    pdq_hex,
+)
+
+MATCH = 31
+
+
+def encode(im: Image.Image, fmt: str, **params: Any) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height`` but whose IDAT holds a few bytes."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def halves(width: int, height: int) -> Image.Image:
+    """Left half red, right half blue: orientation is readable from where the red ends up."""
+    im = Image.new("RGB", (width, height), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, width // 2, height))
+    return im
+
+
+def is_red(pixel: NDArray[np.uint8]) -> bool:
+    return bool(pixel[0] > 200 and pixel[1] < 60 and pixel[2] < 60)
+
+
+def is_blue(pixel: NDArray[np.uint8]) -> bool:
+    return bool(pixel[2] > 200 and pixel[0] < 60 and pixel[1] < 60)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return Image.fromarray(skdata.astronaut())
+
+
+@pytest.fixture(scope="module")
+def astronaut_pdq(astronaut: Image.Image) -> str:
+    return pdq_hex(np.asarray(astronaut))[0]
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(astronaut: Image.Image) -> bytes:
+    return encode(astronaut.resize((4000, 3000)), "JPEG", quality=85)
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def test_a_photo_is_decoded_to_an_rgb_copy_no_larger_than_the_working_size() -> None:
+    coffee = Image.fromarray(skdata.coffee())
+    result = analyze_image(encode(coffee, "JPEG", quality=92), keep_pixels=True)
+    assert (result.width, result.height, result.format, result.mode) == (600, 400, "JPEG", "RGB")
+    assert result.frames == 1
+    assert result.pixels is not None
+    assert result.pixels.shape == (341, 512, 3) and result.pixels.dtype == np.uint8
+    assert result.pdq is not None and len(result.pdq) == 64
+    assert result.pdq == result.pdq.lower() and int(result.pdq, 16) >= 0
+    assert result.exif is None
+
+
+def test_pixels_are_only_kept_when_asked_for(astronaut: Image.Image) -> None:
+    assert analyze_image(encode(astronaut, "PNG")).pixels is None
+
+
+def test_working_size_bounds_the_longest_side(astronaut: Image.Image) -> None:
+    rgb, info = load_rgb(encode(astronaut, "PNG"), working_size=100)
+    assert rgb.shape == (100, 100, 3)
+    assert (info.width, info.height) == (512, 512)
+
+
+def test_a_large_jpeg_is_decoded_through_draft_and_never_at_full_size(
+    big_jpeg: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drafts: list[tuple[Any, ...]] = []
+    loaded_sizes: list[tuple[int, int]] = []
+    original_draft = JpegImagePlugin.JpegImageFile.draft
+    original_load = ImageFile.ImageFile.load
+
+    def spy_draft(self: ImageFile.ImageFile, mode: str | None, size: Any) -> Any:
+        drafts.append((mode, size))
+        return original_draft(self, mode, size)
+
+    def spy_load(self: ImageFile.ImageFile) -> Any:
+        loaded_sizes.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy_draft)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy_load)
+
+    result = analyze_image(big_jpeg, keep_pixels=True)
+
+    assert ("RGB", (512, 512)) in drafts
+    assert loaded_sizes and all(w * h <= 1000 * 750 for w, h in loaded_sizes)
+    assert (result.width, result.height) == (4000, 3000)
+    assert result.pixels is not None and result.pixels.shape == (384, 512, 3)
+
+
+def test_exif_orientation_6_turns_the_picture_upright() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    result = analyze_image(encode(halves(200, 100), "JPEG", exif=exif), keep_pixels=True)
+    assert (result.width, result.height) == (100, 200)
+    assert result.pixels is not None and result.pixels.shape == (200, 100, 3)
+    assert is_red(result.pixels[20, 50]) and is_blue(result.pixels[180, 50])
+    assert result.exif == {"orientation": 6}
+
+
+def test_orientation_is_still_right_after_a_draft_decode() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(halves(4000, 3000), "JPEG", exif=exif, quality=80)
+    result = analyze_image(data, keep_pixels=True)
+    assert (result.width, result.height) == (3000, 4000)
+    assert result.pixels is not None and result.pixels.shape == (512, 384, 3)
+    assert is_red(result.pixels[50, 192]) and is_blue(result.pixels[460, 192])
+
+
+def test_a_tiff_rotated_by_its_own_plugin_is_not_rotated_twice() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    result = analyze_image(encode(halves(200, 100), "TIFF", exif=exif), keep_pixels=True)
+    assert (result.width, result.height) == (100, 200)
+    assert result.pixels is not None and is_red(result.pixels[20, 50])
+    assert result.exif is not None and result.exif["orientation"] == 6
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [
+        ("CMYK", "JPEG"),
+        ("CMYK", "TIFF"),
+        ("LA", "PNG"),
+        ("RGBA", "PNG"),
+        ("RGBA", "WEBP"),
+        ("P", "PNG"),
+        ("P", "BMP"),
+        ("1", "PNG"),
+        ("L", "JPEG"),
+        ("YCbCr", "TIFF"),
+        ("I", "TIFF"),
+        ("F", "TIFF"),
+        ("RGB", "TIFF"),
+        ("RGB", "WEBP"),
+        ("RGB", "BMP"),
+        ("RGB", "GIF"),
+    ],
+)
+def test_every_mode_becomes_an_rgb_copy_that_hashes_like_the_original(
+    astronaut: Image.Image, astronaut_pdq: str, mode: str, fmt: str
+) -> None:
+    result = analyze_image(encode(astronaut.convert(mode), fmt), keep_pixels=True)
+    assert result.mode in {mode, "RGB", "RGBA", "L", "P"}
+    assert result.pixels is not None
+    assert result.pixels.shape == (512, 512, 3) and result.pixels.dtype == np.uint8
+    assert result.pdq is not None and pdq_distance(result.pdq, astronaut_pdq) <= MATCH
+
+
+def test_sixteen_bit_grey_is_scaled_to_eight_bits_not_clipped() -> None:
+    levels = np.array([[0, 257 * 64, 257 * 128, 65535]], dtype=np.uint16).repeat(4, axis=0)
+    im = Image.fromarray(levels)
+    assert im.mode == "I;16"
+    rgb, info = load_rgb(encode(im, "PNG"))
+    assert info.mode == "I;16"
+    assert rgb[0, :, 0].tolist() == [0, 64, 128, 255]
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_a_sixteen_bit_copy_of_a_photo_hashes_like_the_photo() -> None:
+    camera = skdata.camera()
+    wide = Image.fromarray(camera.astype(np.uint16) * 257)
+    result = analyze_image(encode(wide, "PNG"))
+    assert result.mode == "I;16"
+    assert result.pdq is not None
+    assert pdq_distance(result.pdq, pdq_hex(np.dstack([camera] * 3))[0]) <= 4
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_transparent_pixels_are_composited_on_white(fmt: str) -> None:
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :32, 3] = 255
+    rgb, _ = load_rgb(encode(Image.fromarray(rgba), fmt, lossless=True))
+    assert rgb[10, 5].tolist() == [200, 0, 0]
+    assert rgb[10, 60].tolist() == [255, 255, 255]
+
+
+def test_a_grey_image_with_alpha_is_composited_on_white() -> None:
+    la = Image.merge("LA", (Image.new("L", (32, 32), 40), Image.new("L", (32, 32), 0)))
+    la.paste(Image.new("LA", (16, 32), (40, 255)), (0, 0))
+    rgb, info = load_rgb(encode(la, "PNG"))
+    assert info.mode == "LA"
+    assert rgb[5, 2].tolist() == [40, 40, 40] and rgb[5, 30].tolist() == [255, 255, 255]
+
+
+def test_a_palette_image_with_a_transparent_index_is_composited_on_white() -> None:
+    im = Image.new("P", (32, 32), 0)
+    im.putpalette([0, 0, 0, 0, 200, 0] + [0] * 762)
+    im.paste(1, (0, 0, 16, 32))
+    rgb, info = load_rgb(encode(im, "PNG", transparency=0))
+    assert info.mode == "P"
+    assert rgb[5, 2].tolist() == [0, 200, 0] and rgb[5, 30].tolist() == [255, 255, 255]
+
+
+def test_an_animated_gif_reports_its_frames_and_decodes_the_first() -> None:
+    frames = [Image.new("RGB", (40, 30), color) for color in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    result = analyze_image(data, keep_pixels=True)
+    assert (result.format, result.frames) == ("GIF", 3)
+    assert result.pixels is not None and is_red(result.pixels[15, 20])
+
+
+def test_a_multi_page_tiff_reports_its_pages(astronaut: Image.Image) -> None:
+    data = encode(astronaut, "TIFF", save_all=True, append_images=[astronaut.rotate(90)])
+    assert analyze_image(data).frames == 2
+
+
+def test_an_animated_webp_reports_its_frames(astronaut: Image.Image) -> None:
+    frames = [astronaut, astronaut.rotate(90)]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100)
+    assert analyze_image(data).frames == 2
+
+
+def test_a_heic_round_trip_decodes_and_hashes_like_the_original(
+    astronaut: Image.Image, astronaut_pdq: str
+) -> None:
+    try:
+        data = encode(astronaut, "HEIF", quality=90)
+    except (KeyError, OSError, ValueError) as error:
+        pytest.skip(f"pillow-heif cannot encode here: {error}")
+    result = analyze_image(data, keep_pixels=True)
+    assert (result.format, result.width, result.height) == ("HEIF", 512, 512)
+    assert result.pdq is not None and pdq_distance(result.pdq, astronaut_pdq) <= MATCH
+
+
+# --- hostile and broken input ----------------------------------------------------------------
+
+
+def test_a_pixel_bomb_header_is_refused_before_any_pixel_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_load(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("pixels were decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_load)
+    with pytest.raises(DecodeError, match=r"decompression bomb: 1600000000 pixels > 178956970"):
+        analyze_image(png_header_only(40_000, 40_000))
+
+
+def test_the_pixel_limit_is_the_callers_and_not_pillows(
+    astronaut: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for fmt in ("PNG", "JPEG", "GIF"):
+        assert analyze_image(encode(astronaut, fmt)).width == 512
+    with pytest.raises(DecodeError, match="decompression bomb: 262144 pixels > 262143"):
+        analyze_image(encode(astronaut, "PNG"), max_pixels=512 * 512 - 1)
+
+
+def test_a_truncated_jpeg_is_reported_with_the_hashes_of_what_is_there(big_jpeg: bytes) -> None:
+    with pytest.raises(DecodeError, match=r"^truncated image: ") as caught:
+        analyze_image(big_jpeg[: len(big_jpeg) * 3 // 4])
+    partial = caught.value.partial
+    assert isinstance(partial, ImageAnalysis)
+    assert (partial.width, partial.height) == (4000, 3000)
+    assert partial.pdq is not None and partial.pdq_quality is not None
+
+
+def test_a_truncated_png_is_reported_as_truncated(astronaut: Image.Image) -> None:
+    data = encode(astronaut, "PNG")
+    with pytest.raises(DecodeError, match=r"^truncated image: ") as caught:
+        analyze_image(data[: len(data) // 2])
+    assert isinstance(caught.value.partial, ImageAnalysis)
+
+
+def test_truncation_tolerance_does_not_leak_into_pillow(big_jpeg: bytes) -> None:
+    with pytest.raises(DecodeError):
+        analyze_image(big_jpeg[:5000])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"just some text\n" * 20, np.random.default_rng(7).bytes(4096), b"\x89PNG\r\n\x1a\n"],
+    ids=["empty", "text", "random", "png-signature-only"],
+)
+def test_bytes_that_are_not_an_image_raise_a_readable_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError, match=r"cannot identify image|unreadable|truncated|damaged"):
+        analyze_image(data)
+
+
+def test_a_decode_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="cannot identify image"):
+        analyze_image(b"")
+
+
+# --- EXIF ------------------------------------------------------------------------------------
+
+
+def camera_exif(*, south: bool, west: bool, below_sea: bool) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x0110] = "Canon EOS 5D Mark IV"
+    exif[0x0131] = "Firmware 1.0.4"
+    exif[0x0132] = "2021:03:04 05:06:07"
+    sub = exif.get_ifd(0x8769)
+    sub[0xA431] = "012345678901"
+    sub[0xA434] = "EF50mm f/1.8 STM"
+    sub[0x9003] = "2021:03:04 05:06:07"
+    sub[0x9291] = "25"
+    sub[0x9004] = "2021:03:04 05:06:08"
+    sub[0x9011] = "+02:00"
+    sub[0xA002] = 64
+    sub[0xA003] = 48
+    gps = exif.get_ifd(0x8825)
+    gps[1] = "S" if south else "N"
+    gps[2] = (33.0, 51.0, 54.0)
+    gps[3] = "W" if west else "E"
+    gps[4] = (151.0, 12.0, 36.0)
+    gps[5] = b"\x01" if below_sea else b"\x00"
+    gps[6] = 12.5
+    gps[7] = (10.0, 20.0, 30.0)
+    gps[29] = "2021:03:04"
+    return exif
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_camera_exif_is_parsed_into_json_ready_fields(fmt: str) -> None:
+    exif = camera_exif(south=True, west=False, below_sea=True)
+    result = analyze_image(encode(Image.new("RGB", (64, 48), (90, 120, 30)), fmt, exif=exif))
+    assert result.exif == {
+        "make": "Canon",
+        "model": "Canon EOS 5D Mark IV",
+        "body_serial": "012345678901",
+        "lens_model": "EF50mm f/1.8 STM",
+        "software": "Firmware 1.0.4",
+        "datetime_original": "2021-03-04T05:06:07.250000",
+        "datetime_digitized": "2021-03-04T05:06:08",
+        "datetime": "2021-03-04T05:06:07",
+        "offset_time_original": "+02:00",
+        "width": 64,
+        "height": 48,
+        "gps": {"lat": -33.865, "lon": 151.21, "alt": -12.5, "timestamp": "2021-03-04T10:20:30Z"},
+    }
+    assert json.loads(json.dumps(result.exif)) == result.exif
+
+
+def test_gps_signs_follow_the_hemisphere_references() -> None:
+    exif = camera_exif(south=False, west=True, below_sea=False)
+    result = analyze_image(encode(Image.new("RGB", (8, 8)), "JPEG", exif=exif))
+    assert result.exif is not None
+    gps = result.exif["gps"]
+    assert (gps["lat"], gps["lon"], gps["alt"]) == (33.865, -151.21, 12.5)
+
+
+def test_malformed_exif_fields_are_dropped_not_raised() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "  \x00\x00"
+    exif[0x0110] = "Model\x00"
+    exif[0x0112] = 42
+    exif[0x0132] = "0000:00:00 00:00:00"
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003] = "yesterday"
+    sub[0x9010] = "+2"
+    gps = exif.get_ifd(0x8825)
+    gps[1] = "N"
+    gps[2] = (TiffImagePlugin.IFDRational(1, 0), 2.0, 3.0)
+    gps[3] = "E"
+    gps[4] = (200.0, 0.0, 0.0)
+    gps[6] = TiffImagePlugin.IFDRational(5, 0)
+    gps[7] = (25.0, 0.0, 0.0)
+    result = analyze_image(encode(Image.new("RGB", (16, 16)), "JPEG", exif=exif))
+    assert result.exif == {"model": "Model"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"Exif\x00\x00" + bytes(range(256)) * 4,
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x0f\x00\x02\xff\xff\xff\xff\x00\x00",
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff",
+        b"not exif at all",
+    ],
+    ids=["noise", "bad-offsets", "cut-ifd", "no-header"],
+)
+def test_garbage_exif_never_costs_the_image_its_record(payload: bytes) -> None:
+    result = analyze_image(encode(Image.new("RGB", (32, 24), (1, 2, 3)), "JPEG", exif=payload))
+    assert (result.width, result.height) == (32, 24)
+    assert result.pdq is not None
+    json.dumps(result.exif)
+
+
+# --- PDQ -------------------------------------------------------------------------------------
+
+
+def test_pdq_hex_follows_the_threatexchange_convention(astronaut: Image.Image) -> None:
+    pixels = np.asarray(astronaut)
+    bits, _ = pdqhash.compute(pixels)
+    bin_str = "".join(str(int(b)) for b in bits)
+    reference = "%0*X" % ((len(bin_str) + 3) // 4, int(bin_str, 2))
+    assert pdq_hex(pixels)[0] == reference.lower()
+
+
+def test_the_flip_variant_of_a_flipped_image_hashes_like_the_original(
+    astronaut: Image.Image, astronaut_pdq: str
+) -> None:
+    flipped = np.ascontiguousarray(np.asarray(astronaut)[:, ::-1])
+    variants, _ = pdqhash.compute_dihedral(flipped)
+    unflipped = np.packbits(np.asarray(variants[5], dtype=np.uint8)).tobytes().hex()
+    assert pdq_distance(unflipped, astronaut_pdq) <= MATCH
+    assert pdq_distance(pdq_hex(flipped)[0], astronaut_pdq) > MATCH
+
+
+def test_resized_and_recompressed_copies_match_and_another_photo_does_not(
+    astronaut: Image.Image,
+) -> None:
+    original = analyze_image(encode(astronaut, "PNG")).pdq
+    small = analyze_image(encode(astronaut.resize((200, 200)), "PNG")).pdq
+    recompressed = analyze_image(encode(astronaut, "JPEG", quality=40)).pdq
+    other = analyze_image(encode(Image.fromarray(skdata.chelsea()), "JPEG")).pdq
+    assert original and small and recompressed and other
+    assert pdq_distance(original, small) <= MATCH
+    assert pdq_distance(original, recompressed) <= MATCH
+    assert pdq_distance(original, other) > MATCH
+
+
+def test_a_photo_has_high_pdq_quality_and_a_flat_grey_image_low() -> None:
+    photo = analyze_image(encode(Image.fromarray(skdata.rocket()), "JPEG"))
+    grey = analyze_image(encode(Image.new("RGB", (300, 200), (128, 128, 128)), "PNG"))
+    assert photo.pdq_quality is not None and photo.pdq_quality >= 50
+    assert grey.pdq_quality is not None and grey.pdq_quality < 50
+
+
+def test_pdq_distance_counts_differing_bits() -> None:
+    zero, ones = "0" * 64, "f" * 64
+    assert pdq_distance(zero, zero) == 0
+    assert pdq_distance(zero, ones) == 256
+    assert pdq_distance(zero, "8" + "0" * 63) == 1
+    with pytest.raises(ValueError, match="not a PDQ hash"):
+        pdq_distance(zero, "xyz")
+
+
+def test_vectorised_distances_agree_with_the_scalar_one() -> None:
+    rng = np.random.default_rng(3)
+    hashes = [rng.bytes(32).hex() for _ in range(20)]
+    table = pdq_bytes(hashes)
+    assert table.shape == (20, 32)
+    expected = [pdq_distance(hashes[0], h) for h in hashes]
+    assert pdq_distances(hashes[0], table).tolist() == expected
