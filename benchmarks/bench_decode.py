@@ -8,9 +8,9 @@ import io
 import time
 
 import numpy as np
+from _common import write_result
 from PIL import Image
 
-from _common import write_result
 from heroes.pipeline.decode import analyze_image
 
 
@@ -61,12 +61,16 @@ def main() -> None:
     write_result(
         "decode",
         {
-            "seed": args.seed, "photos": args.count, "megapixels": args.width * args.height / 1e6,
+            "seed": args.seed,
+            "photos": args.count,
+            "megapixels": args.width * args.height / 1e6,
             "working_size": args.size,
             "ms_per_photo": {
                 "full_decode_then_resize": round(full * 1000, 1),
                 "full_decode_resize_pdq": round(full_plus_pdq * 1000, 1),
-                "heroes_analyze_image (draft + orientation + exif + pdq)": round(ours_decode * 1000, 1),
+                "heroes_analyze_image (draft + orientation + exif + pdq)": round(
+                    ours_decode * 1000, 1
+                ),
             },
             "speedup_vs_full_decode_plus_pdq": round(full_plus_pdq / ours_decode, 2),
         },

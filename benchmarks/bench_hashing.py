@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from _common import write_result
+
 from heroes.pipeline.identify import hash_file
 
 
@@ -73,13 +73,18 @@ def main() -> None:
         hashdeep = shutil.which("hashdeep")
         if hashdeep:
             cmd = [hashdeep, "-c", "md5,sha1,sha256", "-r", str(root)]
-            res["hashdeep"] = best_of(lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat)
+            res["hashdeep"] = best_of(
+                lambda: subprocess.run(cmd, check=True, capture_output=True), args.repeat
+            )
         mibs = {k: total_mib / v for k, v in res.items()}
         base = mibs.get("hashdeep", mibs["plain_hashlib_loop"])
         write_result(
             "hashing",
             {
-                "seed": args.seed, "files": args.files, "file_mib": args.mib, "threads": threads,
+                "seed": args.seed,
+                "files": args.files,
+                "file_mib": args.mib,
+                "threads": threads,
                 "seconds": {k: round(v, 3) for k, v in res.items()},
                 "mib_per_s": {k: round(v, 1) for k, v in mibs.items()},
                 "ratio_vs_hashdeep": {k: round(v / base, 2) for k, v in mibs.items()},

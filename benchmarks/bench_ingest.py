@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pdqhash
+from _common import write_result
 from PIL import Image
 
-from _common import write_result
 from heroes.config import Settings
 from heroes.pipeline.runner import triage
 
@@ -44,7 +44,11 @@ def plain_loop(root: Path) -> int:
     n = 0
     for p in sorted(root.rglob("*.jpg")):
         data = p.read_bytes()
-        hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest(), hashlib.sha256(data).hexdigest()
+        (
+            hashlib.md5(data).hexdigest(),
+            hashlib.sha1(data).hexdigest(),
+            hashlib.sha256(data).hexdigest(),
+        )
         im = Image.open(io.BytesIO(data))
         im.draft("RGB", (512, 512))
         im = im.convert("RGB")
@@ -79,11 +83,15 @@ def main() -> None:
         write_result(
             "ingest",
             {
-                "seed": args.seed, "files": args.files, "mean_kib": round(nbytes / args.files / 1024, 1),
+                "seed": args.seed,
+                "files": args.files,
+                "mean_kib": round(nbytes / args.files / 1024, 1),
                 "workers": Settings(workers=args.workers).workers or None,
                 "files_per_s": {
                     "plain_loop (hash+decode+pdq, no store)": round(args.files / t_plain, 1),
-                    "heroes triage (all stages + store + finalize)": round(args.files / t_heroes, 1),
+                    "heroes triage (all stages + store + finalize)": round(
+                        args.files / t_heroes, 1
+                    ),
                     "heroes re-run (resume: nothing to do)": round(args.files / t_resume, 1),
                 },
                 "ratio_heroes_vs_plain_loop": round(t_plain / t_heroes, 2),

@@ -24,10 +24,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-hashsets_app = typer.Typer(help="Known-hash sets: VICS JSON, CSV/ICSE, NSRL RDSv3, PDQ lists.", no_args_is_help=True)
+hashsets_app = typer.Typer(
+    help="Known-hash sets: VICS JSON, CSV/ICSE, NSRL RDSv3, PDQ lists.", no_args_is_help=True
+)
 app.add_typer(hashsets_app, name="hashsets")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
@@ -57,9 +59,13 @@ def triage(
         typer.Option("--known-good", help="Known-good hash set (NSRL is always known-good)."),
     ] = None,
     workers: Annotated[int, typer.Option(help="Decode processes (0: one per core).")] = 0,
-    retry_errors: Annotated[bool, typer.Option(help="Process files that failed before again.")] = False,
+    retry_errors: Annotated[
+        bool, typer.Option(help="Process files that failed before again.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a terminal).")] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar (default: on a terminal).")
+    ] = None,
 ) -> None:
     """Ingest a seizure: discover, hash, match known hash sets, decode, and store every file."""
     from heroes.pipeline.hashsets import HashSetError
@@ -75,8 +81,13 @@ def triage(
     show = sys.stderr.isatty() if progress is None else progress
     try:
         summary = run_triage(
-            seizure, case, settings=settings, hashsets=hashset or [], known_good=known_good or [],
-            progress=show and not as_json, retry_errors=retry_errors,
+            seizure,
+            case,
+            settings=settings,
+            hashsets=hashset or [],
+            known_good=known_good or [],
+            progress=show and not as_json,
+            retry_errors=retry_errors,
         )
     except (StoreError, HashSetError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
@@ -87,6 +98,29 @@ def triage(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print_summary(summary.to_dict())
+        print_known_bad(case)
+
+
+def print_known_bad(case: Path, limit: int = 20) -> None:
+    from heroes.pipeline.report import known_bad_matches
+    from heroes.store.db import CaseStore
+
+    store = CaseStore(case, Settings().db_url, create=False)
+    try:
+        found = known_bad_matches(store, limit)
+    finally:
+        store.close()
+    if not found:
+        return
+    t = Table(title=f"known-bad matches (first {limit})")
+    for col in ("item", "path", "hash set", "category", "method", "distance"):
+        t.add_column(col, overflow="fold")
+    for m in found:
+        cat = m["category"] or "-"
+        if m.get("category_name"):
+            cat = f"{cat} {m['category_name']}"
+        t.add_row(str(m["item_id"]), m["path"], m["hashset"], cat, m["method"], str(m["distance"]))
+    out.print(t)
 
 
 def print_summary(s: dict) -> None:  # type: ignore[type-arg]
@@ -105,8 +139,12 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
             t.add_column(st, justify="right")
         t.add_column("total", justify="right")
         for media in sorted({r["media_type"] for r in s["by_type_status"]}):
-            counts = {r["status"]: r["count"] for r in s["by_type_status"] if r["media_type"] == media}
-            t.add_row(media, *[str(counts.get(st, "")) for st in statuses], str(sum(counts.values())))
+            counts = {
+                r["status"]: r["count"] for r in s["by_type_status"] if r["media_type"] == media
+            }
+            t.add_row(
+                media, *[str(counts.get(st, "")) for st in statuses], str(sum(counts.values()))
+            )
         out.print(t)
     if s["errors"]:
         t = Table(title="errors and skips by kind")
@@ -118,7 +156,7 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
     if s["matches"]:
         t = Table(title="known-hash matches")
         for col in ("hash set", "category", "method", "files"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
         for m in s["matches"]:
             t.add_row(m["hashset"], m["category"], m["method"], str(m["count"]))
         out.print(t)
@@ -130,7 +168,9 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
 def export(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
+    ] = None,
 ) -> None:
     """Write one record per file of the case (the schema is in docs/records.md)."""
     from heroes.pipeline.report import export as do_export
@@ -154,7 +194,9 @@ def export(
 def hashsets_import(
     files: Annotated[list[Path], typer.Argument(help="Hash-set files.")],
     into: Annotated[Path, typer.Option("--into", help="Case folder.")],
-    known_good: Annotated[bool, typer.Option("--known-good", help="These sets list known-good files.")] = False,
+    known_good: Annotated[
+        bool, typer.Option("--known-good", help="These sets list known-good files.")
+    ] = False,
 ) -> None:
     """Import hash sets into a case (each file once; format detected from its content)."""
     from heroes.pipeline.hashsets import HashSetError
@@ -184,13 +226,24 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
         store = CaseStore(case, Settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
+    rows = store.hashset_rows()
     t = Table(title="hash sets")
-    for col in ("name", "format", "scheme", "known-good", "entries", "rejected", "categories"):
-        t.add_column(col)
-    for r in store.hashset_rows():
-        cats = ", ".join(f"{k} {v}" for k, v in r.categories.items())
-        t.add_row(r.name, r.format, r.scheme, "yes" if r.known_good else "no", str(r.entries), str(r.rejected), cats)
+    t.add_column("name", no_wrap=True)
+    for col in ("format", "scheme", "known-good", "entries", "rejected"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(
+            r.name,
+            r.format,
+            r.scheme,
+            "yes" if r.known_good else "no",
+            str(r.entries),
+            str(r.rejected),
+        )
     out.print(t)
+    for r in rows:
+        cats = "; ".join(f"{k} {v}" for k, v in r.categories.items()) or "none"
+        out.print(f"{r.name} categories ({r.scheme}): {cats}", soft_wrap=True)
     store.close()
 
 

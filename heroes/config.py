@@ -24,7 +24,9 @@ class Limits(BaseModel):
     max_archive_bytes: int = Field(8 * GiB, gt=0, description="total expanded bytes per archive")
     max_ratio: float = Field(100.0, gt=0, description="expanded / packed size of an archive")
     max_members: int = Field(100_000, gt=0, description="members per archive")
-    max_pixels: int = Field(178_956_970, gt=0, description="pixels of one image (Pillow's bomb limit)")
+    max_pixels: int = Field(
+        178_956_970, gt=0, description="pixels of one image (Pillow's bomb limit)"
+    )
     max_frames: int = Field(2_000, gt=0, description="frames kept per video")
     max_video_seconds: float = Field(4 * 3600.0, gt=0, description="video time decoded per file")
 
@@ -35,7 +37,9 @@ class PdqSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEROES_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HEROES_", env_nested_delimiter="__", extra="ignore"
+    )
 
     db_url: str | None = Field(None, description="SQLAlchemy URL; default is CASE/case.db (SQLite)")
     working_size: int = Field(512, ge=32, description="longest side of the decoded working copy")

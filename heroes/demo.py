@@ -76,7 +76,9 @@ def demo_exif() -> Image.Exif:
     return ex
 
 
-def video_bytes(frames: list[tuple[NDArray[np.uint8], float]], fps: int = 10, size: tuple[int, int] = (320, 240)) -> bytes:
+def video_bytes(
+    frames: list[tuple[NDArray[np.uint8], float]], fps: int = 10, size: tuple[int, int] = (320, 240)
+) -> bytes:
     """An H.264 MP4 showing each photo for its number of seconds (benign photos only)."""
     import av
 
@@ -118,19 +120,27 @@ def build_demo(dest: Path, hashsets_dir: Path | None = None, *, seed: int = 7) -
 
     cam = dest / "DCIM" / "100DEMO"
     for i, (name, a) in enumerate(photos.items()):
-        (cam / f"IMG_{i:04d}_{name}.jpg").write_bytes(jpeg_bytes(a, exif=demo_exif() if name == "chelsea" else None))
+        (cam / f"IMG_{i:04d}_{name}.jpg").write_bytes(
+            jpeg_bytes(a, exif=demo_exif() if name == "chelsea" else None)
+        )
     (dest / "Downloads" / "coffee.png").write_bytes(png_bytes(photos["coffee"]))
     buf = io.BytesIO()
     Image.fromarray(photos["flower"]).save(buf, "WEBP", quality=85)
     (dest / "Downloads" / "flower.webp").write_bytes(buf.getvalue())
 
     # transformed copies: found by PDQ, not by exact hash
-    (dest / "Downloads" / "astronaut_flipped.jpg").write_bytes(jpeg_bytes(photos["astronaut"][:, ::-1].copy()))
+    (dest / "Downloads" / "astronaut_flipped.jpg").write_bytes(
+        jpeg_bytes(photos["astronaut"][:, ::-1].copy())
+    )
     small = np.asarray(Image.fromarray(photos["china"]).resize((320, 213)))
     (dest / "Downloads" / "china_small.jpg").write_bytes(jpeg_bytes(small, quality=70))
-    (dest / "Downloads" / "rocket_recompressed.jpg").write_bytes(jpeg_bytes(photos["rocket"], quality=40))
+    (dest / "Downloads" / "rocket_recompressed.jpg").write_bytes(
+        jpeg_bytes(photos["rocket"], quality=40)
+    )
     (dest / "misc" / "notes.txt").write_bytes(jpeg_bytes(photos["camera"]))  # an image named .txt
-    shutil.copyfile(cam / "IMG_0002_coffee.jpg", dest / "misc" / "copy_of_coffee.jpg")  # exact duplicate
+    shutil.copyfile(
+        cam / "IMG_0002_coffee.jpg", dest / "misc" / "copy_of_coffee.jpg"
+    )  # exact duplicate
 
     # a video: coffee for 1 s, the astronaut from 1 s to 3 s, the rocket for 1 s
     (dest / "misc" / "clip.mp4").write_bytes(
@@ -149,7 +159,9 @@ def build_demo(dest: Path, hashsets_dir: Path | None = None, *, seed: int = 7) -
         zf.writestr("album/astronaut.png", png_bytes(photos["astronaut"]))
         zf.writestr("album/rocket.jpg", (cam / "IMG_0004_rocket.jpg").read_bytes())
         zf.writestr("album/holiday.tar.gz", inner.getvalue())
-        zf.writestr("../../escape.txt", b"a member name that points outside; recorded, never written")
+        zf.writestr(
+            "../../escape.txt", b"a member name that points outside; recorded, never written"
+        )
 
     # broken input: each must become a clear record, never a crash
     broken = dest / "broken"
@@ -181,13 +193,15 @@ def build_demo(dest: Path, hashsets_dir: Path | None = None, *, seed: int = 7) -
             }
         ],
     }
-    (hashsets_dir / "known-bad.vics.json").write_text("\ufeff" + json.dumps(vics, indent=2), encoding="utf-8")
+    (hashsets_dir / "known-bad.vics.json").write_text(
+        "\ufeff" + json.dumps(vics, indent=2), encoding="utf-8"
+    )
     (hashsets_dir / "known-bad.pdq.txt").write_text(
         f"# DEMO ONLY: PDQ of a benign photo (hubble deep field)\n{hubble_pdq} demo-series\n"
     )
     flower = (dest / "Downloads" / "flower.webp").read_bytes()
     (hashsets_dir / "known-good.csv").write_text(
-        "SHA256,FileName\n" f"{hashlib.sha256(flower).hexdigest()},flower.webp\n"
+        f"SHA256,FileName\n{hashlib.sha256(flower).hexdigest()},flower.webp\n"
     )
     os.utime(dest, (1_700_000_000, 1_700_000_000))
     return {"seizure": dest, "hashsets": hashsets_dir}

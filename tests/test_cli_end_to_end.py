@@ -20,7 +20,10 @@ def tree_state(root: Path) -> dict[str, tuple[str, int]]:
     out = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and not p.is_symlink():
-            out[str(p.relative_to(root))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            out[str(p.relative_to(root))] = (
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+                p.stat().st_mtime_ns,
+            )
     return out
 
 
@@ -34,9 +37,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     result = runner.invoke(
         app,
         [
-            "triage", str(seizure), "--case", str(case),
-            "--hashset", str(hs / "known-bad.vics.json"), "--hashset", str(hs / "known-bad.pdq.txt"),
-            "--known-good", str(hs / "known-good.csv"), "--json", "--workers", "2",
+            "triage",
+            str(seizure),
+            "--case",
+            str(case),
+            "--hashset",
+            str(hs / "known-bad.vics.json"),
+            "--hashset",
+            str(hs / "known-bad.pdq.txt"),
+            "--known-good",
+            str(hs / "known-good.csv"),
+            "--json",
+            "--workers",
+            "2",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -46,13 +59,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert exported.exit_code == 0, exported.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     return {
-        "base": base, "seizure": seizure, "case": case, "hashsets": hs, "before": before,
-        "summary": summary, "records": {r["path"]: r for r in records}, "list": records,
+        "base": base,
+        "seizure": seizure,
+        "case": case,
+        "hashsets": hs,
+        "before": before,
+        "summary": summary,
+        "records": {r["path"]: r for r in records},
+        "list": records,
     }
 
 
 def test_every_file_of_the_seizure_is_accounted_for(demo: dict[str, Any]) -> None:
-    on_disk = {str(p.relative_to(demo["seizure"])) for p in demo["seizure"].rglob("*") if p.is_file()}
+    on_disk = {
+        str(p.relative_to(demo["seizure"])) for p in demo["seizure"].rglob("*") if p.is_file()
+    }
     assert on_disk <= set(demo["records"])
     members = {
         "Downloads/photos.zip!/album/astronaut.png",
@@ -70,9 +91,28 @@ def test_every_file_of_the_seizure_is_accounted_for(demo: dict[str, Any]) -> Non
 
 def test_records_carry_the_contract_fields(demo: dict[str, Any]) -> None:
     required = {
-        "item_id", "path", "size", "md5", "sha1", "sha256", "media_type", "mime", "status", "error",
-        "duplicate_of", "pdq", "pdq_quality", "visual_group", "exif", "video", "known_match",
-        "faces", "nudity", "priority", "rank", "why",
+        "item_id",
+        "path",
+        "size",
+        "md5",
+        "sha1",
+        "sha256",
+        "media_type",
+        "mime",
+        "status",
+        "error",
+        "duplicate_of",
+        "pdq",
+        "pdq_quality",
+        "visual_group",
+        "exif",
+        "video",
+        "known_match",
+        "faces",
+        "nudity",
+        "priority",
+        "rank",
+        "why",
     }
     for rec in demo["list"]:
         assert required <= set(rec)
@@ -106,7 +146,11 @@ def test_exact_copy_is_a_duplicate_of_the_first_seen(demo: dict[str, Any]) -> No
 def test_known_bad_sets_match_by_hash_and_pdq(demo: dict[str, Any]) -> None:
     r = demo["records"]
     rocket = r["DCIM/100DEMO/IMG_0004_rocket.jpg"]["known_match"]
-    assert rocket["category"] == "1" and rocket["method"] in {"md5", "sha1"} and rocket["distance"] == 0
+    assert (
+        rocket["category"] == "1"
+        and rocket["method"] in {"md5", "sha1"}
+        and rocket["distance"] == 0
+    )
     assert rocket["scheme"].startswith("VICS")
     in_zip = r["Downloads/photos.zip!/album/rocket.jpg"]
     assert in_zip["known_match"]["hashset"] == rocket["hashset"]
@@ -130,6 +174,9 @@ def test_resized_and_recompressed_copies_share_a_visual_group(demo: dict[str, An
     rocket = r["DCIM/100DEMO/IMG_0004_rocket.jpg"]
     assert r["Downloads/rocket_recompressed.jpg"]["visual_group"] == rocket["visual_group"]
     assert china["visual_group"] != rocket["visual_group"]
+    coffee = r["DCIM/100DEMO/IMG_0002_coffee.jpg"]
+    assert coffee["visual_group"] == r["Downloads/coffee.png"]["visual_group"]
+    assert coffee["visual_group"] != rocket["visual_group"], "a video must not chain its scenes"
 
 
 def test_exif_and_gps_are_extracted(demo: dict[str, Any]) -> None:
@@ -156,21 +203,35 @@ def test_bad_input_becomes_clear_records(demo: dict[str, Any]) -> None:
     assert "truncated" in r["broken/truncated.jpg"]["error"]
     assert r["broken/truncated.jpg"]["sha256"], "hashes are kept for a file that does not decode"
     assert r["broken/empty.jpg"]["status"] == "skipped"
-    assert r["broken/random.jpg"]["status"] == "error" and "not an image" in r["broken/random.jpg"]["error"]
-    assert r["broken/text.png"]["status"] == "error" and "text/plain" in r["broken/text.png"]["error"]
+    assert (
+        r["broken/random.jpg"]["status"] == "error"
+        and "not an image" in r["broken/random.jpg"]["error"]
+    )
+    assert (
+        r["broken/text.png"]["status"] == "error" and "text/plain" in r["broken/text.png"]["error"]
+    )
     assert "bomb" in r["broken/bomb.zip!/zeros.bin"]["error"]
     escape = r["Downloads/photos.zip!/../../escape.txt"]
     assert escape["status"] == "ok" and escape["container"] == "Downloads/photos.zip"
     assert not (demo["base"] / "escape.txt").exists()
 
 
-def test_evidence_is_unchanged_and_nothing_is_written_outside_the_case(demo: dict[str, Any]) -> None:
+def test_evidence_is_unchanged_and_nothing_is_written_outside_the_case(
+    demo: dict[str, Any],
+) -> None:
     assert tree_state(demo["seizure"]) == demo["before"]
-    assert sorted(p.name for p in demo["base"].iterdir()) == ["case", "hashsets", "items.jsonl", "seizure"]
+    assert sorted(p.name for p in demo["base"].iterdir()) == [
+        "case",
+        "hashsets",
+        "items.jsonl",
+        "seizure",
+    ]
 
 
 def test_second_triage_does_no_work_and_says_so(demo: dict[str, Any]) -> None:
-    result = runner.invoke(app, ["triage", str(demo["seizure"]), "--case", str(demo["case"]), "--json"])
+    result = runner.invoke(
+        app, ["triage", str(demo["seizure"]), "--case", str(demo["case"]), "--json"]
+    )
     assert result.exit_code == 0, result.output
     again = json.loads(result.stdout)
     assert again["new"] == 0
@@ -202,12 +263,14 @@ def test_missing_evidence_and_unwritable_case_exit_with_status_2(tmp_path: Path)
 def test_hashsets_import_and_list(demo: dict[str, Any], tmp_path: Path) -> None:
     case = tmp_path / "c"
     result = runner.invoke(
-        app, ["hashsets", "import", str(demo["hashsets"] / "known-bad.vics.json"), "--into", str(case)]
+        app,
+        ["hashsets", "import", str(demo["hashsets"] / "known-bad.vics.json"), "--into", str(case)],
     )
     assert result.exit_code == 0, result.output
     assert "1 entries" in result.output
     again = runner.invoke(
-        app, ["hashsets", "import", str(demo["hashsets"] / "known-bad.vics.json"), "--into", str(case)]
+        app,
+        ["hashsets", "import", str(demo["hashsets"] / "known-bad.vics.json"), "--into", str(case)],
     )
     assert "already in the case" in again.output
     listed = runner.invoke(app, ["hashsets", "list", str(case)])
@@ -216,7 +279,22 @@ def test_hashsets_import_and_list(demo: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_summary_table_is_printed_for_people(demo: dict[str, Any], tmp_path: Path) -> None:
-    result = runner.invoke(app, ["triage", str(demo["seizure"] / "broken"), "--case", str(tmp_path / "c")])
+    result = runner.invoke(
+        app, ["triage", str(demo["seizure"] / "broken"), "--case", str(tmp_path / "c")]
+    )
     assert result.exit_code == 0, result.output
     assert "files by type and status" in result.output
     assert "errors and skips by kind" in result.output
+    full = runner.invoke(
+        app,
+        [
+            "triage",
+            str(demo["seizure"]),
+            "--case",
+            str(tmp_path / "c2"),
+            "--hashset",
+            str(demo["hashsets"] / "known-bad.vics.json"),
+        ],
+    )
+    assert full.exit_code == 0, full.output
+    assert "known-bad matches" in full.output and "sha1" in full.output

@@ -30,8 +30,8 @@ def analyze_media(
     Never raises for bad content: a file that cannot be decoded returns ``status='error'`` with a
     readable reason, and the caller keeps the hashes it already has.
     """
-    from heroes.pipeline.decode import DecodeError, analyze_image
-    from heroes.pipeline.video import analyze_video
+    from heroes.pipeline.decode import DecodeError, ImageAnalysis, analyze_image
+    from heroes.pipeline.video import VideoAnalysis, analyze_video
 
     try:
         if media_type == MEDIA_IMAGE:
@@ -61,7 +61,20 @@ def analyze_media(
                 out["error"] = f"video partly decoded: {vid.truncated}"
             return out
     except DecodeError as exc:
-        return {"status": "error", "error": str(exc)}
+        out = {"status": "error", "error": str(exc)}
+        partial = getattr(exc, "partial", None)
+        if isinstance(partial, ImageAnalysis):
+            # a truncated image: what could be decoded still gets hashed and described
+            out.update(
+                width=partial.width,
+                height=partial.height,
+                pdq=partial.pdq,
+                pdq_quality=partial.pdq_quality,
+                exif=partial.exif,
+            )
+        elif isinstance(partial, VideoAnalysis):
+            out.update(video=partial.to_record(), width=partial.width, height=partial.height)
+        return out
     except MemoryError:
         return {"status": "error", "error": "decode failed: out of memory"}
     except Exception as exc:  # a decoder bug must cost one record, not the run

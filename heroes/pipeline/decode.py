@@ -165,7 +165,7 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
         fmt, mode = im.format, im.mode
         frames = _frame_count(im)
         applied = _orientation_applied_by_plugin(im)
-        pass
+        im.draft("RGB", (working_size, working_size))
         try:
             im.load()
         except Image.DecompressionBombError as bomb:

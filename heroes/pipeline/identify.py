@@ -53,7 +53,9 @@ def sniff(head: bytes) -> Sniffed:
         return Sniffed(MEDIA_ARCHIVE, "application/x-tar")
     if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska or WebM
         return Sniffed(MEDIA_VIDEO, "video/webm" if b"webm" in head[:64] else "video/x-matroska")
-    if head[:4] == b"\x47\x40\x00\x10" or (len(head) > 188 and head[0] == 0x47 and head[188] == 0x47):
+    if head[:4] == b"\x47\x40\x00\x10" or (
+        len(head) > 188 and head[0] == 0x47 and head[188] == 0x47
+    ):
         return Sniffed(MEDIA_VIDEO, "video/mp2t")
     kind = filetype.guess(head)
     if kind is None:
@@ -91,7 +93,9 @@ class Digests:
 
 
 class MultiHasher:
-    """MD5, SHA-1 and SHA-256 fed from the same buffers (hashlib releases the GIL on large updates)."""
+    """MD5, SHA-1 and SHA-256 fed from the same buffers.
+
+    hashlib releases the GIL on large updates, so several files hash in parallel on threads."""
 
     __slots__ = ("_md5", "_sha1", "_sha256", "size")
 

@@ -30,7 +30,8 @@ def _blocks(n: int, m: int) -> Iterator[slice]:
 def nearest_within(
     queries: NDArray[np.uint8], refs: NDArray[np.uint8], max_distance: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """For each query, the index of its nearest reference and the distance (-1 where none <= max)."""
+    """For each query, its nearest reference's index (-1 if none is within ``max_distance``)
+    and the distance."""
     n = len(queries)
     best = np.full(n, -1, dtype=np.int64)
     dist = np.full(n, 257, dtype=np.int32)
@@ -46,7 +47,9 @@ def nearest_within(
     return best, dist
 
 
-def visual_groups(hashes: NDArray[np.uint8], owners: NDArray[np.int64], max_distance: int) -> dict[int, int]:
+def visual_groups(
+    hashes: NDArray[np.uint8], owners: NDArray[np.int64], max_distance: int
+) -> dict[int, int]:
     """Group owners (item ids) whose hashes are within ``max_distance``, transitively.
 
     ``owners[i]`` is the item that hash ``i`` belongs to (a video owns one hash per kept frame).

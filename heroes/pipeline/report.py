@@ -63,6 +63,17 @@ def records(store: CaseStore) -> Iterator[dict[str, Any]]:
         yield record(row)
 
 
+def known_bad_matches(store: CaseStore, limit: int = 20) -> list[dict[str, Any]]:
+    """Items that a known-bad hash set names, exact matches first, then by PDQ distance."""
+    out = []
+    for row in store.items(order="id"):
+        km = row.known_match
+        if km and not km.get("known_good"):
+            out.append({"item_id": row.id, "path": row.path, "status": row.status, **km})
+    out.sort(key=lambda m: (m["method"] == "pdq", m["distance"], m["item_id"]))
+    return out[:limit]
+
+
 def write_jsonl(store: CaseStore, out: IO[str]) -> int:
     n = 0
     for rec in records(store):

@@ -20,7 +20,13 @@ import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -54,7 +60,19 @@ _FLUSH_ROWS = 500
 _FLUSH_SECONDS = 2.0
 
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
-_VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".m4v", ".3gp", ".mpg", ".mpeg", ".flv"}
+_VIDEO_EXT = {
+    ".mp4",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".wmv",
+    ".m4v",
+    ".3gp",
+    ".mpg",
+    ".mpeg",
+    ".flv",
+}
 
 
 class CaseBusyError(StoreError):
@@ -298,7 +316,9 @@ class _Pass:
             max_video_seconds=settings.limits.max_video_seconds,
         )
         with store.session() as s:
-            self.next_id = (s.execute(select(ItemRow.id).order_by(ItemRow.id.desc())).scalar() or 0) + 1
+            self.next_id = (
+                s.execute(select(ItemRow.id).order_by(ItemRow.id.desc())).scalar() or 0
+            ) + 1
         self.buffer: list[tuple[bool, dict[str, Any]]] = []
         #: sha256 -> item id of originals assigned an id but not yet committed
         self.pending_sha: dict[str, int] = {}
@@ -319,10 +339,14 @@ class _Pass:
         return False, old.id, old.sha256
 
     def skip_archive(self, entry: Entry) -> bool:
+        """An archive done in full before is not opened again; its members count as done."""
         old = self.store.existing(self.evidence, entry.path)
-        return bool(
+        skip = bool(
             old and old.archive_complete and old.size == entry.size and old.mtime == entry.mtime
         )
+        if skip:
+            self.summary.resumed += self.store.count_members(self.evidence, entry.path)
+        return skip
 
     # -- rows -------------------------------------------------------------------------------
     def _row(self, entry: Entry, item_id: int | None) -> dict[str, Any]:
@@ -410,11 +434,20 @@ class _Pass:
         return row
 
     def _classify(
-        self, row: dict[str, Any], entry: Entry, ident: _Identified, d: Digests, update_of: int | None
+        self,
+        row: dict[str, Any],
+        entry: Entry,
+        ident: _Identified,
+        d: Digests,
+        update_of: int | None,
     ) -> None:
         row.update(
-            md5=d.md5, sha1=d.sha1, sha256=d.sha256, size=d.size,
-            media_type=ident.media_type, mime=ident.mime,
+            md5=d.md5,
+            sha1=d.sha1,
+            sha256=d.sha256,
+            size=d.size,
+            media_type=ident.media_type,
+            mime=ident.mime,
         )
         if entry.error:
             row.update(status="error", error=entry.error)
@@ -447,7 +480,9 @@ class _Pass:
             row["_decode"] = ident.data
         elif claimed and ident.media_type == MEDIA_OTHER:
             ext = PurePosixPath(entry.path).suffix
-            row.update(status="error", error=f"content is not an {claimed}: {ident.mime} (name ends {ext})")
+            row.update(
+                status="error", error=f"content is not an {claimed}: {ident.mime} (name ends {ext})"
+            )
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, entries: Iterator[Entry]) -> None:
@@ -462,7 +497,9 @@ class _Pass:
             nonlocal pool
             if not decoding:
                 return
-            done, _ = wait(list(decoding), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            done, _ = wait(
+                list(decoding), timeout=None if block else 0, return_when=FIRST_COMPLETED
+            )
             broken: list[tuple[dict[str, Any], bool, tuple[Any, ...]]] = []
             for fut in done:
                 row, new, args = decoding.pop(fut)
@@ -543,10 +580,15 @@ def _isolated(ctx: Any, args: tuple[Any, ...]) -> dict[str, Any]:
         try:
             return one.submit(analyze_media, *args).result()
         except BrokenProcessPool:
-            return {"status": "error", "error": "decoder crashed: the worker process died on this file"}
+            return {
+                "status": "error",
+                "error": "decoder crashed: the worker process died on this file",
+            }
 
 
-def _known_match(meta: Any, category: str | None, label: str | None, method: str, distance: int) -> dict[str, Any]:
+def _known_match(
+    meta: Any, category: str | None, label: str | None, method: str, distance: int
+) -> dict[str, Any]:
     return {
         "hashset": meta.name,
         "category": category,
@@ -568,12 +610,20 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     max_d, min_q = settings.pdq.match_distance, settings.pdq.min_quality
     with store.session() as s:
         items = s.execute(
-            select(ItemRow.id, ItemRow.pdq, ItemRow.pdq_quality, ItemRow.video, ItemRow.known_match, ItemRow.status)
+            select(
+                ItemRow.id,
+                ItemRow.pdq,
+                ItemRow.pdq_quality,
+                ItemRow.video,
+                ItemRow.known_match,
+                ItemRow.status,
+                ItemRow.visual_group,
+            )
         ).all()
     hashes: list[str] = []
     owners: list[int] = []
     times: list[float | None] = []
-    for item_id, pdq, quality, video, _km, status in items:
+    for item_id, pdq, quality, video, _km, status, _vg in items:
         if status == "duplicate":
             continue
         if pdq and (quality or 0) >= min_q:
@@ -590,7 +640,7 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
 
     # known-bad PDQ matches, for items that no exact hash matched
     refs, ref_rows = store.pdq_entries()
-    unmatched = {i for i, *_rest, km, _st in items if km is None}
+    unmatched = {i for i, _p, _q, _v, km, _st, _vg in items if km is None}
     sets = store.hashsets()
     updates: dict[int, dict[str, Any]] = {}
     if len(refs) and len(mat):
@@ -613,15 +663,20 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                 km = u["known_match"]
                 summary.matches[(km["hashset"], km["category"] or "uncategorised", "pdq")] += 1
 
-    groups = visual_groups(mat, own, max_d)
-    for item_id, _pdq, _q, _v, _km, status in items:
-        g = groups.get(item_id)
-        updates.setdefault(item_id, {"id": item_id})["visual_group"] = g
+    # Groups join images only: a video holds many scenes, and joining through its frames would
+    # chain unrelated photos into one group. Video frames are matched against hash sets above.
+    still = np.asarray([t is None for t in times], dtype=bool)
+    groups = visual_groups(mat[still], own[still], max_d) if len(mat) else {}
+    for item_id, _p, _q, _v, _km, status, old_group in items:
+        if status != "duplicate" and groups.get(item_id) != old_group:
+            updates.setdefault(item_id, {"id": item_id})["visual_group"] = groups.get(item_id)
     store.update_items(list(updates.values()))
 
     # duplicates carry their original's decoded fields
     with store.session() as s, s.begin():
-        dups = s.execute(select(ItemRow.id, ItemRow.duplicate_of).where(ItemRow.status == "duplicate")).all()
+        dups = s.execute(
+            select(ItemRow.id, ItemRow.duplicate_of).where(ItemRow.status == "duplicate")
+        ).all()
         if dups:
             orig_ids = {o for _, o in dups}
             originals = {
@@ -635,9 +690,16 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                     continue
                 rows.append(
                     {
-                        "id": dup_id, "pdq": o.pdq, "pdq_quality": o.pdq_quality, "exif": o.exif,
-                        "video": o.video, "width": o.width, "height": o.height,
-                        "visual_group": o.visual_group, "media_type": o.media_type, "mime": o.mime,
+                        "id": dup_id,
+                        "pdq": o.pdq,
+                        "pdq_quality": o.pdq_quality,
+                        "exif": o.exif,
+                        "video": o.video,
+                        "width": o.width,
+                        "height": o.height,
+                        "visual_group": o.visual_group,
+                        "media_type": o.media_type,
+                        "mime": o.mime,
                         "known_match": o.known_match,
                     }
                 )

@@ -142,12 +142,23 @@ def analyze_video(
         keyframes=scan.keyframes,
         vpdq=features or scan.per_second,
         vpdq_source=vpdq_source,
-        truncated=scan.truncated,
+        truncated=scan.truncated or _ends_early(scan.end, duration),
     )
     if not scan.keyframes:
         reason = scan.truncated or "the stream holds no frames"
         raise DecodeError(f"no decodable video frame: {reason}", partial=analysis)
     return analysis
+
+
+def _ends_early(end: float | None, duration: float | None) -> str | None:
+    """A cut file (carved, half-downloaded) decodes cleanly but stops short of its header.
+
+    The tolerance absorbs audio that outlasts the video when only the container's duration is
+    known.
+    """
+    if end is None or duration is None or end >= duration - max(1.0, 0.05 * duration):
+        return None
+    return f"video ends at {end:.1f} s of {duration:.1f} s declared"
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,9 @@ class CaseStore:
                 probe.write_bytes(b"")
                 probe.unlink()
             except OSError as exc:
-                raise StoreError(f"case folder {self.case_dir} is not writable: {exc.strerror}") from exc
+                raise StoreError(
+                    f"case folder {self.case_dir} is not writable: {exc.strerror}"
+                ) from exc
         elif not (db_url or (self.case_dir / DB_FILE).exists()):
             raise StoreError(f"no case at {self.case_dir} (no {DB_FILE})")
         self.url = case_db_url(self.case_dir, db_url)
@@ -101,7 +103,7 @@ class CaseStore:
             s.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id)
-                .values(stats=stats, status=status, finished_at=datetime.now(timezone.utc))
+                .values(stats=stats, status=status, finished_at=datetime.now(UTC))
             )
 
     # items --------------------------------------------------------------------------------------
@@ -109,7 +111,11 @@ class CaseStore:
         with self.session() as s:
             row = s.execute(
                 select(
-                    ItemRow.id, ItemRow.size, ItemRow.mtime, ItemRow.sha256, ItemRow.status,
+                    ItemRow.id,
+                    ItemRow.size,
+                    ItemRow.mtime,
+                    ItemRow.sha256,
+                    ItemRow.status,
                     ItemRow.archive_complete,
                 ).where(ItemRow.evidence == evidence, ItemRow.path == path)
             ).first()
@@ -154,7 +160,20 @@ class CaseStore:
             (ItemRow.rank.is_(None), ItemRow.rank, ItemRow.id) if order == "rank" else (ItemRow.id,)
         )
         with self.session() as s:
-            yield from s.execute(select(ItemRow).order_by(*key).execution_options(yield_per=1000)).scalars()
+            yield from s.execute(
+                select(ItemRow).order_by(*key).execution_options(yield_per=1000)
+            ).scalars()
+
+    def count_members(self, evidence: str, archive_path: str) -> int:
+        """Items inside an archive, nested ones included."""
+        prefix = archive_path + "!/"
+        with self.session() as s:
+            return s.execute(
+                select(func.count(ItemRow.id)).where(
+                    ItemRow.evidence == evidence,
+                    func.substr(ItemRow.path, 1, len(prefix)) == prefix,
+                )
+            ).scalar_one()
 
     def count_items(self) -> int:
         with self.session() as s:
@@ -167,7 +186,9 @@ class CaseStore:
                 select(HashSetRow).where(HashSetRow.source_sha256 == source_sha256)
             ).scalar_one_or_none()
 
-    def add_hashset(self, info: Any, entries: Iterable[Any], stats: Any, source_sha256: str) -> HashSetRow:
+    def add_hashset(
+        self, info: Any, entries: Iterable[Any], stats: Any, source_sha256: str
+    ) -> HashSetRow:
         """Store a parsed hash set (see :mod:`heroes.pipeline.hashsets`), streaming its entries."""
         with self.session() as s, s.begin():
             name = info.name
@@ -176,8 +197,13 @@ class CaseStore:
             while name in taken:
                 name, n = f"{info.name}-{n}", n + 1
             row = HashSetRow(
-                name=name, format=info.format, scheme=info.scheme, categories=dict(info.categories),
-                known_good=bool(info.known_good), source=info.source, source_sha256=source_sha256,
+                name=name,
+                format=info.format,
+                scheme=info.scheme,
+                categories=dict(info.categories),
+                known_good=bool(info.known_good),
+                source=info.source,
+                source_sha256=source_sha256,
                 meta=dict(info.meta),
             )
             s.add(row)
@@ -186,8 +212,14 @@ class CaseStore:
             for e in entries:
                 batch.append(
                     {
-                        "hashset_id": row.id, "md5": e.md5, "sha1": e.sha1, "sha256": e.sha256,
-                        "pdq": e.pdq, "category": e.category, "label": e.label, "ref": e.ref,
+                        "hashset_id": row.id,
+                        "md5": e.md5,
+                        "sha1": e.sha1,
+                        "sha256": e.sha256,
+                        "pdq": e.pdq,
+                        "category": e.category,
+                        "label": e.label,
+                        "ref": e.ref,
                         "meta": e.meta or None,
                     }
                 )
@@ -216,16 +248,26 @@ class CaseStore:
         with self.session() as s:
             return list(s.execute(select(HashSetRow).order_by(HashSetRow.id)).scalars())
 
-    def match_exact(self, md5: str, sha1: str, sha256: str) -> list[tuple[HashSetMeta, HashEntryRow, str]]:
+    def match_exact(
+        self, md5: str, sha1: str, sha256: str
+    ) -> list[tuple[HashSetMeta, HashEntryRow, str]]:
         """Every hash-set entry that names this file by any of its three hashes."""
         if not self.hashsets():
             return []
         with self.session() as s:
-            rows = s.execute(
-                select(HashEntryRow).where(
-                    or_(HashEntryRow.md5 == md5, HashEntryRow.sha1 == sha1, HashEntryRow.sha256 == sha256)
+            rows = (
+                s.execute(
+                    select(HashEntryRow).where(
+                        or_(
+                            HashEntryRow.md5 == md5,
+                            HashEntryRow.sha1 == sha1,
+                            HashEntryRow.sha256 == sha256,
+                        )
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         out = []
         for e in rows:
             method = "sha256" if e.sha256 == sha256 else "sha1" if e.sha1 == sha1 else "md5"
@@ -235,7 +277,9 @@ class CaseStore:
     def pdq_entries(self) -> tuple[NDArray[np.uint8], list[HashEntryRow]]:
         """All PDQ hashes of all hash sets, as a packed [M, 32] array and their rows."""
         with self.session() as s:
-            rows = list(s.execute(select(HashEntryRow).where(HashEntryRow.pdq.is_not(None))).scalars())
+            rows = list(
+                s.execute(select(HashEntryRow).where(HashEntryRow.pdq.is_not(None))).scalars()
+            )
         return pdq_matrix([r.pdq for r in rows]), rows
 
 

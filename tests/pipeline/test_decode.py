@@ -240,7 +240,9 @@ def test_a_palette_image_with_a_transparent_index_is_composited_on_white() -> No
 
 
 def test_an_animated_gif_reports_its_frames_and_decodes_the_first() -> None:
-    frames = [Image.new("RGB", (40, 30), color) for color in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
+    frames = [
+        Image.new("RGB", (40, 30), color) for color in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    ]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     result = analyze_image(data, keep_pixels=True)
     assert (result.format, result.frames) == ("GIF", 3)
@@ -434,7 +436,7 @@ def test_pdq_hex_follows_the_threatexchange_convention(astronaut: Image.Image) -
     pixels = np.asarray(astronaut)
     bits, _ = pdqhash.compute(pixels)
     bin_str = "".join(str(int(b)) for b in bits)
-    reference = "%0*X" % ((len(bin_str) + 3) // 4, int(bin_str, 2))
+    reference = f"{int(bin_str, 2):0{(len(bin_str) + 3) // 4}X}"
     assert pdq_hex(pixels)[0] == reference.lower()
 
 

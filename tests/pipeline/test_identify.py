@@ -22,8 +22,14 @@ def _img(fmt: str) -> bytes:
 
 
 def test_images_are_recognised_by_magic_bytes_whatever_their_name() -> None:
-    for fmt, mime in [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("GIF", "image/gif"),
-                      ("WEBP", "image/webp"), ("BMP", "image/bmp"), ("TIFF", "image/tiff")]:
+    for fmt, mime in [
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("GIF", "image/gif"),
+        ("WEBP", "image/webp"),
+        ("BMP", "image/bmp"),
+        ("TIFF", "image/tiff"),
+    ]:
         s = sniff(_img(fmt)[:512])
         assert (s.media_type, s.mime) == ("image", mime)
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from heroes.config import Settings
-from heroes.pipeline.runner import CaseBusyError, _case_lock, triage
 from heroes.pipeline.report import records
+from heroes.pipeline.runner import CaseBusyError, _case_lock, triage
 from heroes.store import CaseStore
 
 
@@ -116,8 +116,21 @@ def test_kill_9_then_same_command_completes_without_loss_or_double_count(tmp_pat
     n = 1200
     ev = _seizure(tmp_path / "ev", n)
     case = tmp_path / "case"
-    cmd = [sys.executable, "-m", "heroes.cli", "triage", str(ev), "--case", str(case), "--json", "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "heroes.cli",
+        "triage",
+        str(ev),
+        "--case",
+        str(case),
+        "--json",
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     db = case / "case.db"
     deadline = time.monotonic() + 120
     done = 0
