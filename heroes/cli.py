@@ -28,6 +28,10 @@ hashsets_app = typer.Typer(
     help="Known-hash sets: VICS JSON, CSV/ICSE, NSRL RDSv3, PDQ lists.", no_args_is_help=True
 )
 app.add_typer(hashsets_app, name="hashsets")
+models_app = typer.Typer(
+    help="Models: list, fetch, export (manifests in heroes/models/manifests).", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
@@ -245,6 +249,51 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
         cats = "; ".join(f"{k} {v}" for k, v in r.categories.items()) or "none"
         out.print(f"{r.name} categories ({r.scheme}): {cats}", soft_wrap=True)
     store.close()
+
+
+@models_app.command("list")
+def models_list(
+    verify: Annotated[
+        bool, typer.Option(help="Check each file's sha256 (reads the files).")
+    ] = True,
+) -> None:
+    """Each model: task, where it is, its licence, and whether it is usable here."""
+    from heroes.models import registry
+
+    t = Table(title=f"models (model dir: {registry.model_dir()})")
+    t.add_column("name", no_wrap=True)
+    for col in ("task", "usable", "location", "licence"):
+        t.add_column(col, overflow="fold")
+    for name, spec in sorted(registry.manifest_specs().items()):
+        st = registry.status(spec, check=verify)
+        t.add_row(
+            name, st.task, "yes" if st.usable else f"no: {st.reason}", st.location, st.licence
+        )
+    out.print(t)
+    try:
+        from heroes.models.runtime import choose_providers
+
+        out.print("onnxruntime providers: " + ", ".join(choose_providers()))
+    except ImportError:
+        out.print("onnxruntime is not installed")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="Model name (see heroes models list).")],
+    url: Annotated[
+        str | None, typer.Option(help="Download from here instead of the manifest URL.")
+    ] = None,
+) -> None:
+    """Download a model into the model directory, checking its sha256."""
+    from heroes.models import registry
+
+    try:
+        spec = registry.get_spec(name)
+        path = registry.fetch(spec, url=url)
+    except (ValueError, registry.ModelError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"{name}: {path} (sha256 verified)")
 
 
 if __name__ == "__main__":

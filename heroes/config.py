@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     keyframe_interval: float = Field(1.0, gt=0, description="at least one kept frame per N seconds")
     workers: int = Field(0, ge=0, description="decode processes; 0 means one per core")
     hash_chunk: int = Field(1 * MiB, ge=4096, description="read size when hashing")
+    models: bool = Field(True, description="run the models (detector, faces, scene) on images")
+    device: str | None = Field(None, description="cpu | cuda | tensorrt (default: best installed)")
+    nudity_threshold: float = Field(0.5, ge=0, le=1, description="explicit at or above this score")
     limits: Limits = Field(default_factory=Limits)
     pdq: PdqSettings = Field(default_factory=PdqSettings)
 

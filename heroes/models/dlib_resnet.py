@@ -15,14 +15,16 @@ against dlib's own forward pass in the tests):
   ``mantissa * 2**exponent`` (dlib's ``float_details``); exponents 32000, 32001 and 32002 stand
   for +inf, -inf and NaN. Booleans are the ASCII characters ``'0'`` / ``'1'``. Strings are a
   length followed by raw bytes.
-* Tensors are a version (2: raw little-endian float32 payload; 1: one encoded float each),
-  then ``num_samples, k, nr, nc``. Layers keep all parameters in one tensor and cut it with
-  ``alias_tensor`` records (shape and offset).
-* A network is serialised outside-in: every wrapper writes its version first and then its
-  subnetwork, and only afterwards its own layer, so the layers come out input-to-output.
-  ``add_layer`` writes version 2 (3 for the one holding the input layer) and is followed by
-  three booleans and three scratch tensors; tag and skip wrappers write version 1 and nothing
-  else. Neither their kind nor their tag id is in the file.
+* Tensors are a version, then ``num_samples, k, nr, nc``, then the values (version 2: raw
+  little-endian float32; version 1: one encoded float each). A layer keeps all its parameters
+  in one tensor and records ``alias_tensor`` shapes (version 1, four dimensions, no offset):
+  the aliases lie back to back from offset 0, filters or weights or gamma first.
+* A network is serialised outside-in: every wrapper writes its version, then its subnetwork,
+  and only then its own layer, so the layers come out input-to-output. ``add_layer`` writes
+  version 2 and after its layer three booleans and three (empty) scratch tensors; the one that
+  holds the input layer writes version 3, the input layer first, and an extra sample expansion
+  factor (1) at the end. Tag and skip wrappers write version 1 and nothing else: neither their
+  kind nor their tag id is in the file.
 * ``con`` and ``max_pool``/``avg_pool`` default to padding ``k // 2`` only when the stride is 1
   and to no padding otherwise; the padding used is stored per layer and copied as is. Output
   sizes round down. Pooling ignores padded cells (``-inf`` for max, excluded from the mean).
@@ -179,7 +181,7 @@ def _read_input(r: _Reader) -> Layer:
     if version == "input_rgb_image_sized":
         attrs["nr"] = r.int()
         attrs["nc"] = r.int()
-    return Layer("input_rgb_image_sized", version, attrs)
+    return Layer(version, version, attrs)
 
 
 def _read_pool(r: _Reader, version: str) -> Layer:
@@ -194,8 +196,9 @@ def _read_con(r: _Reader, version: str) -> Layer:
     filters_shape, biases_shape = r.alias(), r.alias()
     for name in ("lr_mult", "wd_mult", "bias_lr_mult", "bias_wd_mult"):
         attrs[name] = r.float()
-    use_bias = r.bool() if version == "con_5" else True
+    use_bias = r.bool() if version in ("con_5", "con_6") else True
     attrs["use_bias"] = use_bias
+    attrs["use_relu"] = r.bool() if version == "con_6" else False
     filters, biases = _split(params, filters_shape, biases_shape if use_bias else (0,))
     arrays = {"filters": filters}
     if use_bias:
@@ -205,11 +208,12 @@ def _read_con(r: _Reader, version: str) -> Layer:
 
 def _read_affine(r: _Reader, version: str) -> Layer:
     params = r.tensor()
-    gamma, beta = _split(params, r.alias(), r.alias())
-    mode = r.int()
-    attrs: dict[str, Scalar] = {"mode": mode}
-    if version == "affine_2":
-        attrs["disabled"] = r.bool()
+    gamma_shape, beta_shape = r.alias(), r.alias()
+    attrs: dict[str, Scalar] = {"mode": r.int()}
+    attrs["disabled"] = r.bool() if version == "affine_2" else False
+    if attrs["disabled"]:
+        return Layer("affine", version, attrs)
+    gamma, beta = _split(params, gamma_shape, beta_shape)
     return Layer("affine", version, attrs, {"gamma": gamma, "beta": beta})
 
 
@@ -241,12 +245,14 @@ def _read_loss(r: _Reader) -> Layer:
 
 def _read_details(r: _Reader) -> Layer:
     version = r.string()
-    if version in ("con_4", "con_5"):
+    if version in ("con_4", "con_5", "con_6"):
         return _read_con(r, version)
     if version in ("affine_", "affine_2"):
         return _read_affine(r, version)
     if version == "relu_":
-        return Layer("relu", version)
+        return Layer("relu", version, {"disabled": False})
+    if version == "relu_2":
+        return Layer("relu", version, {"disabled": r.bool()})
     if version in ("max_pool_2", "avg_pool_2"):
         return _read_pool(r, version)
     if version == "add_prev_":
@@ -331,7 +337,7 @@ def read_dlib_net(path: Path) -> list[Layer]:
 
 
 class _Graph:
-    """Accumulates ONNX nodes and initialisers while tracking the static CHW shape."""
+    """Accumulates ONNX nodes and initialisers."""
 
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
@@ -379,10 +385,8 @@ def build_onnx(layers: Sequence[Layer], *, opset: int = 17) -> onnx.ModelProto:
     if opset < 11:
         raise ValueError("opset >= 11 is needed (Pad with tensor inputs)")
     if not layers or layers[0].kind != "input_rgb_image_sized":
-        raise ValueError("the first layer must be dlib's input_rgb_image_sized")
+        raise ValueError("the first layer must be dlib's fixed-size input_rgb_image_sized")
     first = layers[0]
-    if "nr" not in first.attrs:
-        raise ValueError("the input layer must have a fixed size (input_rgb_image_sized)")
     nr, nc = int(first.attrs["nr"]), int(first.attrs["nc"])
     g = _Graph()
     x, shape = INPUT_NAME, (3, nr, nc)
@@ -398,7 +402,13 @@ def build_onnx(layers: Sequence[Layer], *, opset: int = 17) -> onnx.ModelProto:
             bias = layer.arrays.get("biases", np.zeros(weights.shape[0], np.float32))
             bias = bias.astype(np.float64)
             nxt = layers[i + 1] if i + 1 < len(layers) else None
-            if nxt is not None and nxt.kind == "affine" and nxt.attrs["mode"] == _CONV_MODE:
+            if (
+                not a.get("use_relu")
+                and nxt is not None
+                and nxt.kind == "affine"
+                and not nxt.attrs.get("disabled")
+                and nxt.attrs["mode"] == _CONV_MODE
+            ):
                 gamma = nxt.arrays["gamma"].astype(np.float64).reshape(-1)
                 beta = nxt.arrays["beta"].astype(np.float64).reshape(-1)
                 weights = weights * gamma[:, None, None, None]
@@ -419,6 +429,10 @@ def build_onnx(layers: Sequence[Layer], *, opset: int = 17) -> onnx.ModelProto:
                 pads=[py, px, py, px],
             )
             shape = (weights.shape[0], _conv_out(h, kh, sy, py), _conv_out(w, kw, sx, px))
+            if a.get("use_relu"):
+                x = g.node("Relu", [x], f"{name}_relu")
+        elif layer.kind in ("affine", "relu") and layer.attrs.get("disabled"):
+            pass
         elif layer.kind == "affine":
             gamma, beta = _affine_arrays(layer, shape)
             x = g.node("Mul", [x, g.const(f"{name}_gamma", gamma.astype(np.float32))], name)

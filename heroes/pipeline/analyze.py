@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO
+from heroes.pipeline.infer import Analyzer, InferOptions, summarise
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,49 @@ class AnalyzeOptions:
     keyframe_interval: float = 1.0
     max_frames: int = 2000
     max_video_seconds: float = 14400.0
+    models: InferOptions | None = None
+    nudity_threshold: float = 0.5
+
+
+_analyzer: Analyzer | None = None
+
+
+def _models(opts: AnalyzeOptions) -> Analyzer | None:
+    """This process's models, loaded once and reused for every file it analyses."""
+    global _analyzer
+    if opts.models is None:
+        return None
+    if _analyzer is None or _analyzer.opts != opts.models:
+        _analyzer = Analyzer(opts.models)
+    return _analyzer
+
+
+def _infer(
+    opts: AnalyzeOptions, frames: list[Any], times: list[float | None], scale: float
+) -> dict[str, Any]:
+    analyzer = _models(opts)
+    if analyzer is None or not frames:
+        return {}
+    results = analyzer.analyze(frames, times, scale)
+    faces, nudity = summarise(results, opts.nudity_threshold)
+    vectors: list[dict[str, Any]] = []
+    offset = 0
+    for r in results:
+        for v in r.vectors:
+            vec = np.asarray(v["vector"], dtype="<f4")
+            vectors.append(
+                {
+                    "kind": v["kind"],
+                    "model": v["model"],
+                    "frame_time": r.frame_time,
+                    "bbox": v.get("bbox"),
+                    "dim": int(vec.size),
+                    "vector": vec.tobytes(),
+                    "face": offset + v["face_index"] if "face_index" in v else None,
+                }
+            )
+        offset += len(r.faces)
+    return {"faces": faces, "nudity": nudity, "_vectors": vectors}
 
 
 def analyze_media(
@@ -38,14 +84,20 @@ def analyze_media(
             if data is None:
                 assert fs_path is not None
                 data = Path(fs_path).read_bytes()
-            img = analyze_image(data, working_size=opts.working_size, max_pixels=opts.max_pixels)
-            return {
+            keep = opts.models is not None
+            img = analyze_image(
+                data, working_size=opts.working_size, max_pixels=opts.max_pixels, keep_pixels=keep
+            )
+            out = {
                 "width": img.width,
                 "height": img.height,
                 "pdq": img.pdq,
                 "pdq_quality": img.pdq_quality,
                 "exif": img.exif,
             }
+            if img.pixels is not None:
+                out.update(_infer(opts, [img.pixels], [None], img.width / img.pixels.shape[1]))
+            return out
         if media_type == MEDIA_VIDEO:
             source: bytes | Path = data if data is not None else Path(str(fs_path))
             vid = analyze_video(
@@ -54,9 +106,14 @@ def analyze_media(
                 working_size=opts.working_size,
                 max_frames=opts.max_frames,
                 max_seconds=opts.max_video_seconds,
+                keep_pixels=opts.models is not None,
             )
             rec = vid.to_record()
-            out: dict[str, Any] = {"video": rec, "width": vid.width, "height": vid.height}
+            out = {"video": rec, "width": vid.width, "height": vid.height}
+            kept = [k for k in vid.keyframes if k.pixels is not None]
+            if kept:
+                scale = (vid.width or kept[0].pixels.shape[1]) / kept[0].pixels.shape[1]
+                out.update(_infer(opts, [k.pixels for k in kept], [k.time for k in kept], scale))
             if vid.truncated:
                 out["error"] = f"video partly decoded: {vid.truncated}"
             return out

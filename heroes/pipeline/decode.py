@@ -165,7 +165,10 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
         fmt, mode = im.format, im.mode
         frames = _frame_count(im)
         applied = _orientation_applied_by_plugin(im)
-        im.draft("RGB", (working_size, working_size))
+        # Ask for the working size in the image's own aspect: a square request would make the
+        # short side decide and decode a 3:2 photo at twice the scale needed.
+        scale = working_size / max(width, height)
+        im.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
         try:
             im.load()
         except Image.DecompressionBombError as bomb:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +49,7 @@ from heroes.pipeline.identify import (
     hash_file,
     sniff,
 )
+from heroes.pipeline.infer import InferOptions
 from heroes.pipeline.matching import nearest_within, visual_groups
 from heroes.store.db import CaseStore, StoreError, file_sha256, pdq_matrix
 from heroes.store.schema import ItemRow
@@ -95,6 +95,7 @@ class TriageSummary:
     errors: Counter[str] = field(default_factory=Counter)
     matches: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     hashsets_imported: list[str] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
 
     @property
@@ -122,6 +123,7 @@ class TriageSummary:
                 for (h, c, m), n in sorted(self.matches.items())
             ],
             "hashsets_imported": self.hashsets_imported,
+            "models": self.models,
             "interrupted": self.interrupted,
         }
 
@@ -198,24 +200,6 @@ def _case_lock(case_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def _temp_inside(case_dir: Path) -> Iterator[None]:
-    """Point every temporary file of the run (worker sockets included) into the case folder."""
-    tmp = case_dir / ".tmp"
-    tmp.mkdir(exist_ok=True)
-    old, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir = str(tmp)
-    os.environ["TMPDIR"] = str(tmp)
-    try:
-        yield
-    finally:
-        tempfile.tempdir = old
-        if old_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = old_env
 
 
 def _prescan(root: Path) -> tuple[int, int]:
@@ -299,6 +283,7 @@ class _Pass:
         summary: TriageSummary,
         progress: _Progress,
         retry_errors: bool,
+        models: InferOptions | None = None,
     ) -> None:
         self.store = store
         self.root = evidence
@@ -314,14 +299,20 @@ class _Pass:
             keyframe_interval=settings.keyframe_interval,
             max_frames=settings.limits.max_frames,
             max_video_seconds=settings.limits.max_video_seconds,
+            models=models,
+            nudity_threshold=settings.nudity_threshold,
         )
         with store.session() as s:
             self.next_id = (
                 s.execute(select(ItemRow.id).order_by(ItemRow.id.desc())).scalar() or 0
             ) + 1
+        # A case that holds nothing yet needs no per-file look-ups (resume, earlier originals).
+        self.case_had_items = store.count_items() > 0
+        self.evidence_seen = self.case_had_items and store.has_evidence(self.evidence)
+        #: sha256 -> item id of every original of this run
+        self.seen_sha: dict[str, int] = {}
         self.buffer: list[tuple[bool, dict[str, Any]]] = []
-        #: sha256 -> item id of originals assigned an id but not yet committed
-        self.pending_sha: dict[str, int] = {}
+        self.vectors: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.archives_done: list[str] = []
         self.workers = settings.workers or (os.cpu_count() or 1)
@@ -329,7 +320,7 @@ class _Pass:
     # -- resume -----------------------------------------------------------------------------
     def _done_before(self, entry: Entry) -> tuple[bool, int | None, str | None]:
         """(skip, existing id to update, existing sha256) for an entry."""
-        old = self.store.existing(self.evidence, entry.path)
+        old = self.store.existing(self.evidence, entry.path) if self.evidence_seen else None
         if old is None:
             return False, None, None
         if old.status == "error" and self.retry_errors:
@@ -375,7 +366,7 @@ class _Pass:
         else:
             row["id"] = update_of
         if row.get("sha256") and row["status"] not in ("duplicate", "skipped", "error"):
-            self.pending_sha.setdefault(row["sha256"], row["id"])
+            self.seen_sha.setdefault(row["sha256"], row["id"])
 
     def _emit(self, row: dict[str, Any], *, new: bool) -> None:
         if new:
@@ -400,18 +391,16 @@ class _Pass:
             return
         new = [r for is_new, r in self.buffer if is_new]
         old = [r for is_new, r in self.buffer if not is_new]
-        self.store.insert_and_update(new, old)
-        for _, r in self.buffer:
-            sha = r.get("sha256")
-            if sha and self.pending_sha.get(sha) == r["id"]:
-                del self.pending_sha[sha]
+        self.store.insert_and_update(new, old, self.vectors, replace_vectors=[r["id"] for r in old])
+        self.vectors.clear()
         self.buffer.clear()
         self.last_flush = time.monotonic()
 
     def _original_of(self, sha256: str) -> int | None:
-        if sha256 in self.pending_sha:
-            return self.pending_sha[sha256]
-        return self.store.first_with_sha256(sha256)
+        found = self.seen_sha.get(sha256)
+        if found is None and self.case_had_items:
+            found = self.store.first_with_sha256(sha256)
+        return found
 
     # -- decisions ------------------------------------------------------------------------------
     def decide(
@@ -491,6 +480,7 @@ class _Pass:
         idq: deque[tuple[Entry, Future[_Identified], int | None, str | None]] = deque()
         decoding: dict[Future[dict[str, Any]], tuple[dict[str, Any], bool, tuple[Any, ...]]] = {}
         ctx = get_context("forkserver")
+        ctx.set_forkserver_preload(["heroes.pipeline.analyze"])
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
 
         def settle_decodes(block: bool) -> None:
@@ -569,7 +559,14 @@ class _Pass:
 
     def _finish_decode(self, row: dict[str, Any], fields: dict[str, Any], new: bool) -> None:
         err = fields.pop("error", None)
+        vectors = fields.pop("_vectors", [])
         row.update(fields)
+        for k, face in enumerate(row.get("faces") or []):
+            face["face_id"] = f"{row['id']}-{k}"
+        for v in vectors:
+            face_index = v.pop("face")
+            ref = f"{row['id']}-{face_index}" if face_index is not None else None
+            self.vectors.append({**v, "item_id": row["id"], "ref": ref})
         if err:
             row["error"] = err
         self._emit(row, new=new)
@@ -701,6 +698,8 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                         "media_type": o.media_type,
                         "mime": o.mime,
                         "known_match": o.known_match,
+                        "faces": o.faces,
+                        "nudity": o.nudity,
                     }
                 )
             if rows:
@@ -730,7 +729,7 @@ def triage(
     store = CaseStore(case_dir, settings.db_url)
     t0 = time.perf_counter()
     try:
-        with _case_lock(case_dir), _temp_inside(case_dir):
+        with _case_lock(case_dir):
             imported = import_hashsets(store, list(hashsets))
             imported += import_hashsets(store, list(known_good), known_good=True)
             run_id = store.start_run(str(evidence), settings.model_dump())
@@ -738,7 +737,8 @@ def triage(
             summary.hashsets_imported = [f"{n} ({e} entries)" for n, e, _r, new in imported if new]
             _files, total_bytes = _prescan(evidence) if progress else (0, 0)
             bar = _Progress(progress, total_bytes)
-            the_pass = _Pass(store, evidence, settings, run_id, summary, bar, retry_errors)
+            models = model_plan(settings, summary)
+            the_pass = _Pass(store, evidence, settings, run_id, summary, bar, retry_errors, models)
             status = "done"
             try:
                 entries = walk(evidence, settings.limits, skip_archive=the_pass.skip_archive)
@@ -760,6 +760,34 @@ def triage(
             return summary
     finally:
         store.close()
+
+
+def model_plan(settings: Settings, summary: TriageSummary | None = None) -> InferOptions | None:
+    """Which models this run uses: every enabled model that is usable here; the others are
+    named in the summary with the reason, and their branch is left out."""
+    if not settings.models:
+        return None
+    from heroes.models import registry
+
+    wanted = InferOptions(device=settings.device, threads=_ort_threads(settings))
+    chosen: dict[str, Any] = {}
+    specs = registry.manifest_specs()
+    for fld in ("detector", "landmarks", "age", "face_embed", "scene_embed"):
+        name = getattr(wanted, fld)
+        spec = specs.get(name) if name else None
+        st = registry.status(spec) if spec else None
+        ok = st is not None and st.usable
+        chosen[fld] = name if ok else None
+        if summary is not None and name:
+            summary.models[name] = "ok" if ok else (st.reason if st else "no manifest")
+    if chosen["detector"] is None:
+        chosen.update(landmarks=None, age=None, face_embed=None)
+    return InferOptions(**chosen, threads=wanted.threads, device=wanted.device)
+
+
+def _ort_threads(settings: Settings) -> int:
+    workers = settings.workers or (os.cpu_count() or 1)
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _tap(entries: Iterator[Entry], fn: Callable[[Entry], None]) -> Iterator[Entry]:

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import create_engine, event, func, insert, or_, select, update
+from sqlalchemy import create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from heroes.store.schema import Base, HashEntryRow, HashSetRow, ItemRow, RunRow
+from heroes.store.schema import Base, HashEntryRow, HashSetRow, ItemRow, RunRow, VectorRow
 
 DB_FILE = "case.db"
 _INSERT_CHUNK = 5000
@@ -130,15 +130,23 @@ class CaseStore:
             ).scalar()
 
     def insert_and_update(
-        self, new: Sequence[dict[str, Any]], changed: Sequence[dict[str, Any]] = ()
+        self,
+        new: Sequence[dict[str, Any]],
+        changed: Sequence[dict[str, Any]] = (),
+        vectors: Sequence[dict[str, Any]] = (),
+        replace_vectors: Sequence[int] = (),
     ) -> None:
-        """Insert new item rows and update changed ones (rows carry their ``id``), in one
-        transaction."""
+        """Insert new item rows, update changed ones (rows carry their ``id``) and store
+        embeddings, in one transaction; ``replace_vectors`` items lose their old embeddings."""
         with self.session() as s, s.begin():
             if new:
                 s.execute(insert(ItemRow), list(new))
             if changed:
                 s.execute(update(ItemRow), list(changed))
+            if replace_vectors:
+                s.execute(delete(VectorRow).where(VectorRow.item_id.in_(list(replace_vectors))))
+            if vectors:
+                s.execute(insert(VectorRow), list(vectors))
 
     def update_items(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -174,6 +182,13 @@ class CaseStore:
                     func.substr(ItemRow.path, 1, len(prefix)) == prefix,
                 )
             ).scalar_one()
+
+    def has_evidence(self, evidence: str) -> bool:
+        with self.session() as s:
+            return (
+                s.execute(select(ItemRow.id).where(ItemRow.evidence == evidence).limit(1)).first()
+                is not None
+            )
 
     def count_items(self) -> int:
         with self.session() as s:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -123,3 +124,20 @@ class HashEntryRow(Base):
     label: Mapped[str | None] = mapped_column(Text)
     ref: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class VectorRow(Base):
+    """An embedding of an item (a face or a whole scene), for the search indexes to build from."""
+
+    __tablename__ = "vectors"
+    __table_args__ = (Index("ix_vectors_item_kind", "item_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # face | scene
+    model: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str | None] = mapped_column(String(64))  # face_id for faces
+    frame_time: Mapped[float | None] = mapped_column(Float)
+    bbox: Mapped[list[Any] | None] = mapped_column(JSON)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian

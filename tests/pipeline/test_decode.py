@@ -127,7 +127,7 @@ def test_a_large_jpeg_is_decoded_through_draft_and_never_at_full_size(
 
     result = analyze_image(big_jpeg, keep_pixels=True)
 
-    assert ("RGB", (512, 512)) in drafts
+    assert ("RGB", (512, 384)) in drafts  # the working size in the photo's own aspect
     assert loaded_sizes and all(w * h <= 1000 * 750 for w, h in loaded_sizes)
     assert (result.width, result.height) == (4000, 3000)
     assert result.pixels is not None and result.pixels.shape == (384, 512, 3)
@@ -263,10 +263,7 @@ def test_an_animated_webp_reports_its_frames(astronaut: Image.Image) -> None:
 def test_a_heic_round_trip_decodes_and_hashes_like_the_original(
     astronaut: Image.Image, astronaut_pdq: str
 ) -> None:
-    try:
-        data = encode(astronaut, "HEIF", quality=90)
-    except (KeyError, OSError, ValueError) as error:
-        pytest.skip(f"pillow-heif cannot encode here: {error}")
+    data = encode(astronaut, "HEIF", quality=90)
     result = analyze_image(data, keep_pixels=True)
     assert (result.format, result.width, result.height) == ("HEIF", 512, 512)
     assert result.pdq is not None and pdq_distance(result.pdq, astronaut_pdq) <= MATCH

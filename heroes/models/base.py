@@ -1,0 +1,74 @@
+"""One base class for ONNX models: load once (thread-safe), predict on batches, inject for tests."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heroes.models import registry, runtime
+from heroes.models.registry import ModelSpec
+
+
+class OnnxModel:
+    """A model described by a manifest and run by ONNX Runtime.
+
+    ``predict`` loads the session on first use; a ready session (e.g. a tiny model built by a
+    test) can be injected through ``session=``. Large batches are split into ``max_batch``
+    chunks so that memory stays bounded whatever the caller sends.
+    """
+
+    max_batch = 64
+
+    def __init__(
+        self,
+        spec: ModelSpec | str,
+        *,
+        session: Any = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.spec = registry.get_spec(spec) if isinstance(spec, str) else spec
+        self._session = session
+        self._device = device
+        self._threads = threads
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return registry.resolve(self.spec)
+
+    def load(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                self._session = runtime.session(
+                    registry.resolve(self.spec), device=self._device, threads=self._threads
+                )
+        return self._session
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.load().get_providers())
+
+    def run(self, batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+        """Run the network on a prepared input batch, in chunks of ``max_batch``."""
+        sess = self.load()
+        name = self.spec.input.name
+        if len(batch) == 0:
+            return []
+        outs: list[list[NDArray[np.float32]]] = []
+        for i in range(0, len(batch), self.max_batch):
+            outs.append(sess.run(None, {name: np.ascontiguousarray(batch[i : i + self.max_batch])}))
+        return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+    def normalise(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """[N,H,W,3] RGB uint8 -> [N,3,H,W] float32 as the manifest says (colour, mean, scale)."""
+        x = images.astype(np.float32)
+        if self.spec.input.colour.upper() == "BGR":
+            x = x[..., ::-1]
+        x -= np.asarray(self.spec.input.mean, dtype=np.float32)
+        x *= np.float32(self.spec.input.scale)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -1,0 +1,333 @@
+"""Models are data: a TOML manifest per model, found, verified and (optionally) fetched here.
+
+A manifest names the model's task, its file, the file's SHA-256, how its input is prepared and its
+output read, and its licence. ``file`` is one of:
+
+- ``package:DIST/path/in/package`` - a file shipped inside an installed Python package (found
+  without importing that package, whose dependency metadata may be incompatible);
+- ``converted:NAME`` - produced on first use from ``convert_from`` (e.g. dlib's serialised face
+  ResNet converted to ONNX) and cached in the model directory;
+- a plain path, absolute or relative to the model directory (``HEROES_MODEL_DIR``).
+
+Checksums are verified before a file is first used in a process; a mismatch is a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ModelError(RuntimeError):
+    """A model cannot be found, verified or loaded."""
+
+
+class ChecksumError(ModelError):
+    """A model file's SHA-256 differs from its manifest."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str = "images"
+    size: tuple[int, int] = (224, 224)
+    layout: str = "NCHW"
+    colour: str = "RGB"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    resize: str = "stretch"
+    pad_value: int = 114
+    chip_padding: float = 0.25
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    names: tuple[str, ...] = ()
+    decoding: str = "raw"
+    labels: tuple[str, ...] = ()
+    bins: tuple[float, ...] = ()
+    dim: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model, as its manifest describes it."""
+
+    name: str
+    task: str
+    file: str
+    licence: str
+    source: str = ""
+    description: str = ""
+    sha256: str | None = None
+    format: str = "onnx"
+    url: str | None = None
+    install: str | None = None
+    convert_from: str | None = None
+    source_sha256: str | None = None
+    alternatives: tuple[str, ...] = ()
+    input: InputSpec = field(default_factory=InputSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    params: dict[str, Any] = field(default_factory=dict)
+    manifest: str = ""
+
+    @classmethod
+    def from_toml(cls, text: str, origin: str = "") -> ModelSpec:
+        raw = tomllib.loads(text)
+        try:
+            inp = raw.pop("input", {})
+            out = raw.pop("output", {})
+            if "size" in inp:
+                inp["size"] = tuple(inp["size"])
+            if "mean" in inp:
+                inp["mean"] = tuple(float(m) for m in inp["mean"])
+            for key in ("names", "labels", "bins"):
+                if key in out:
+                    out[key] = tuple(out[key])
+            alternatives = tuple(raw.pop("alternatives", ()))
+            return cls(
+                **raw,
+                alternatives=alternatives,
+                input=InputSpec(**inp),
+                output=OutputSpec(**out),
+                manifest=origin,
+            )
+        except TypeError as exc:
+            raise ModelError(f"bad model manifest {origin or '<text>'}: {exc}") from exc
+
+
+def model_dir() -> Path:
+    """Where fetched and converted models live: ``HEROES_MODEL_DIR``, else the user cache."""
+    env = os.environ.get("HEROES_MODEL_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "heroes" / "models"
+
+
+def builtin_specs() -> dict[str, ModelSpec]:
+    specs = {}
+    for entry in resources.files("heroes.models").joinpath("manifests").iterdir():
+        if entry.name.endswith(".toml"):
+            spec = ModelSpec.from_toml(entry.read_text(encoding="utf-8"), entry.name)
+            specs[spec.name] = spec
+    return specs
+
+
+def manifest_specs() -> dict[str, ModelSpec]:
+    """Built-in manifests plus any ``*.toml`` in the model directory (a user's own models)."""
+    specs = builtin_specs()
+    d = model_dir()
+    if d.is_dir():
+        for p in sorted(d.glob("*.toml")):
+            spec = ModelSpec.from_toml(p.read_text(encoding="utf-8"), str(p))
+            specs[spec.name] = spec
+    return specs
+
+
+def get_spec(name: str) -> ModelSpec:
+    specs = manifest_specs()
+    if name not in specs:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(specs))}")
+    return specs[name]
+
+
+def package_file(ref: str) -> Path | None:
+    """``package:DIST/rel/path`` -> the file inside the installed package, without importing it."""
+    rel = ref.split(":", 1)[1]
+    top, _, rest = rel.partition("/")
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    for base in found.submodule_search_locations:
+        p = Path(base) / rest
+        if p.is_file():
+            return p
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_verified: dict[tuple[str, int, int], str] = {}
+_lock = threading.Lock()
+
+
+def verify(path: Path, expected: str | None) -> None:
+    """Check a file's SHA-256 once per process (keyed by path, size and mtime)."""
+    if not expected:
+        return
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _lock:
+        digest = _verified.get(key)
+        if digest is None:
+            digest = sha256_of(path)
+            _verified[key] = digest
+    if digest != expected.lower():
+        raise ChecksumError(
+            f"checksum mismatch for {path}: sha256 {digest}, manifest says {expected.lower()}"
+        )
+
+
+def _candidates(spec: ModelSpec) -> Iterator[Path]:
+    for ref in (spec.file, *spec.alternatives):
+        if ref.startswith("package:"):
+            p = package_file(ref)
+            if p is not None:
+                yield p
+        elif ref.startswith("converted:"):
+            yield model_dir() / ref.split(":", 1)[1]
+        else:
+            p = Path(ref)
+            yield p if p.is_absolute() else model_dir() / p
+
+
+def locate(spec: ModelSpec) -> Path | None:
+    """The model's file if it is present (not verified), else None."""
+    for p in _candidates(spec):
+        if p.is_file():
+            return p
+    return None
+
+
+_CONVERTERS = {"dlib-face-resnet": "heroes.models.dlib_resnet"}
+
+
+def resolve(spec: ModelSpec) -> Path:
+    """The verified file of a model, converting it first when its manifest says so."""
+    path = locate(spec)
+    if path is None and spec.file.startswith("converted:"):
+        path = _convert(spec)
+    if path is None:
+        hint = f" Install it: {spec.install}." if spec.install else ""
+        if spec.url:
+            hint += f" Or: heroes models fetch {spec.name}."
+        raise ModelError(f"model {spec.name!r} not found ({spec.file}).{hint}")
+    verify(path, spec.sha256)
+    return path
+
+
+def _convert(spec: ModelSpec) -> Path:
+    if spec.convert_from is None:
+        raise ModelError(f"model {spec.name!r}: 'converted:' file without convert_from")
+    source = (
+        package_file(spec.convert_from)
+        if spec.convert_from.startswith("package:")
+        else Path(spec.convert_from)
+    )
+    if source is None or not source.is_file():
+        hint = f" Install it: {spec.install}." if spec.install else ""
+        raise ModelError(f"model {spec.name!r}: source {spec.convert_from} not found.{hint}")
+    verify(source, spec.source_sha256)
+    target = model_dir() / spec.file.split(":", 1)[1]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    module = _CONVERTERS.get(spec.name)
+    if module is None:
+        raise ModelError(f"model {spec.name!r}: no converter registered")
+    import importlib
+
+    importlib.import_module(module).convert(source, target)
+    return target
+
+
+def fetch(spec: ModelSpec, *, url: str | None = None, timeout: float = 60.0) -> Path:
+    """Download a model into the model directory, checking its SHA-256 before it is kept."""
+    url = url or spec.url
+    if not url:
+        raise ModelError(f"model {spec.name!r} has no download URL")
+    if not spec.sha256:
+        raise ModelError(f"model {spec.name!r} has no sha256 to check a download against")
+    name = (
+        Path(spec.file).name
+        if not spec.file.startswith(("package:", "converted:"))
+        else f"{spec.name}.onnx"
+    )
+    target = model_dir() / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".fetch-")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            while chunk := resp.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != spec.sha256.lower():
+            raise ChecksumError(
+                f"download of {spec.name} from {url}: sha256 {h.hexdigest()}, "
+                f"expected {spec.sha256}"
+            )
+        shutil.move(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    task: str
+    location: str
+    licence: str
+    usable: bool
+    reason: str
+
+
+def status(spec: ModelSpec, *, check: bool = True) -> ModelStatus:
+    """Where a model is and whether it can be used here (its runtime installed, checksum OK)."""
+    path = locate(spec)
+    if path is None:
+        if spec.file.startswith("converted:") and spec.convert_from:
+            src = (
+                package_file(spec.convert_from)
+                if spec.convert_from.startswith("package:")
+                else None
+            )
+            if src is not None:
+                return ModelStatus(
+                    spec.name,
+                    spec.task,
+                    f"{src} (converted on first use)",
+                    spec.licence,
+                    True,
+                    "converted to ONNX on first use",
+                )
+        return ModelStatus(
+            spec.name,
+            spec.task,
+            "missing",
+            spec.licence,
+            False,
+            f"not installed: {spec.install or spec.url or spec.file}",
+        )
+    runtime = "onnxruntime" if spec.format == "onnx" else spec.format
+    module = {"onnxruntime": "onnxruntime", "dlib": "dlib", "npz": "numpy"}.get(runtime, runtime)
+    if importlib.util.find_spec(module) is None:
+        return ModelStatus(
+            spec.name, spec.task, str(path), spec.licence, False, f"{module} not installed"
+        )
+    if check:
+        try:
+            verify(path, spec.sha256)
+        except ChecksumError as exc:
+            return ModelStatus(spec.name, spec.task, str(path), spec.licence, False, str(exc))
+    return ModelStatus(spec.name, spec.task, str(path), spec.licence, True, "ok")

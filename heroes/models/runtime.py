@@ -1,0 +1,101 @@
+"""Every ONNX Runtime choice in one place: providers, threads, session reuse.
+
+Providers are the preferred order TensorRT > CUDA > CPU intersected with what the installed
+onnxruntime offers (``onnxruntime-gpu`` brings the first two). On CPU, intra-op threads default to
+the cores this process may use divided by the number of worker processes, so several workers do
+not oversubscribe the machine. Sessions are created once per process and model and reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+_sessions: dict[tuple[str, str, int, bool], Any] = {}
+_lock = threading.Lock()
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def choose_providers(device: str | None = None) -> list[str]:
+    """The providers to use: ``device`` 'cpu' forces CPU; 'cuda'/'tensorrt' require them."""
+    have = set(available_providers())
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    order = [p for p in PREFERRED if p in have]
+    if device == "cuda":
+        order = [p for p in order if p != "TensorrtExecutionProvider"]
+    if device in ("cuda", "tensorrt") and order[0] == "CPUExecutionProvider":
+        raise RuntimeError(f"{device} requested but onnxruntime offers only {sorted(have)}")
+    return order or ["CPUExecutionProvider"]
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for one session on CPU (``HEROES_ORT_THREADS`` overrides)."""
+    env = os.environ.get("HEROES_ORT_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores)
+
+
+def provider_options(providers: list[str], fp16: bool) -> list[tuple[str, dict[str, Any]] | str]:
+    out: list[tuple[str, dict[str, Any]] | str] = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            cache = os.environ.get("HEROES_TRT_CACHE", "")
+            opts: dict[str, Any] = {"trt_fp16_enable": fp16}
+            if cache:
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache)
+            out.append((p, opts))
+        elif p == "CUDAExecutionProvider":
+            out.append((p, {"cudnn_conv_algo_search": "HEURISTIC"}))
+        else:
+            out.append(p)
+    return out
+
+
+def session(
+    path: Path, *, device: str | None = None, threads: int | None = None, fp16: bool = False
+) -> Any:
+    """A cached ``InferenceSession`` for a model file; created once per process and settings."""
+    import onnxruntime as ort
+
+    providers = choose_providers(device or os.environ.get("HEROES_DEVICE") or None)
+    n = threads or cpu_threads()
+    key = (str(path), ",".join(providers), n, fp16)
+    with _lock:
+        sess = _sessions.get(key)
+        if sess is None:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            if providers[0] == "CPUExecutionProvider":
+                so.intra_op_num_threads = n
+                so.inter_op_num_threads = 1
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            sess = ort.InferenceSession(
+                str(path), sess_options=so, providers=provider_options(providers, fp16)
+            )
+            log.info("model %s on %s (threads %d)", path.name, sess.get_providers()[0], n)
+            _sessions[key] = sess
+    return sess
+
+
+def clear_sessions() -> None:
+    with _lock:
+        _sessions.clear()

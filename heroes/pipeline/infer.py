@@ -1,0 +1,203 @@
+"""Inference over decoded frames: detector -> faces (landmarks, age, identity) + scene embedding.
+
+A frame is an RGB working copy with an optional timestamp (a still image has none). All frames of a
+file go through each model as one batch, so a video's keyframes are batched together. Boxes are
+reported in the pixels of the original file (working-copy boxes scaled back), so an investigator
+can find them in the evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    detector: str | None = "nudenet-320n"
+    landmarks: str | None = "dlib-landmarks-5"
+    age: str | None = "age-v1"
+    face_embed: str | None = "dlib-face-resnet"
+    scene_embed: str | None = "scene-vlad"
+    threads: int | None = None
+    device: str | None = None
+
+
+@dataclass
+class FrameResult:
+    frame_time: float | None
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    nudity_score: float = 0.0
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    vectors: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Analyzer:
+    """Holds the models of one process (loaded once, on first use) and runs them on frames."""
+
+    def __init__(self, opts: InferOptions | None = None) -> None:
+        self.opts = opts or InferOptions()
+        self._detector: Any = None
+        self._landmarks: Any = None
+        self._age: Any = None
+        self._embed: Any = None
+        self._scene: Any = None
+
+    # lazily built so that a worker that never sees an image loads nothing
+    @property
+    def detector(self) -> Any:
+        if self._detector is None and self.opts.detector:
+            from heroes.models.detect import Detector
+
+            self._detector = Detector(
+                self.opts.detector, threads=self.opts.threads, device=self.opts.device
+            )
+        return self._detector
+
+    @property
+    def landmarks(self) -> Any:
+        if self._landmarks is None and self.opts.landmarks:
+            from heroes.models.faces import Landmarks
+
+            self._landmarks = Landmarks(self.opts.landmarks)
+        return self._landmarks
+
+    @property
+    def age(self) -> Any:
+        if self._age is None and self.opts.age:
+            from heroes.models.faces import AgeEstimator
+
+            self._age = AgeEstimator(
+                self.opts.age, threads=self.opts.threads, device=self.opts.device
+            )
+        return self._age
+
+    @property
+    def face_embedder(self) -> Any:
+        if self._embed is None and self.opts.face_embed:
+            from heroes.models.faces import FaceEmbedder
+
+            self._embed = FaceEmbedder(
+                self.opts.face_embed, threads=self.opts.threads, device=self.opts.device
+            )
+        return self._embed
+
+    @property
+    def scene(self) -> Any:
+        if self._scene is None and self.opts.scene_embed:
+            from heroes.models.scene_embed import SceneEmbedder
+
+            self._scene = SceneEmbedder()
+        return self._scene
+
+    def analyze(
+        self, frames: list[NDArray[np.uint8]], times: list[float | None], scale: float = 1.0
+    ) -> list[FrameResult]:
+        """Run every enabled model on the frames of one file.
+
+        ``scale`` maps working-copy pixels to original pixels (original width / working width).
+        """
+        results = [FrameResult(t) for t in times]
+        if not frames:
+            return results
+        if self.detector is not None:
+            dets = self.detector.detect(frames)
+            for res, d in zip(results, dets, strict=True):
+                res.nudity_score = d.nudity_score
+                res.detections = [_scaled(x.to_record(), scale) for x in d.detections]
+                res.faces = [{**_scaled(f.to_record(), scale), "_box": f.bbox} for f in d.faces]
+            self._faces(frames, results, scale)
+        if self.scene is not None:
+            vecs = self.scene.embed(frames)
+            for res, v in zip(results, vecs, strict=True):
+                res.vectors.append(
+                    {"kind": "scene", "model": self.opts.scene_embed, "vector": v, "bbox": None}
+                )
+        return results
+
+    def _faces(
+        self, frames: list[NDArray[np.uint8]], results: list[FrameResult], scale: float
+    ) -> None:
+        if self.landmarks is None:
+            for r in results:
+                for f in r.faces:
+                    f.pop("_box", None)
+            return
+        age_chips, emb_chips, owners = [], [], []
+        for i, (frame, res) in enumerate(zip(frames, results, strict=True)):
+            if not res.faces:
+                continue
+            shapes = self.landmarks.shapes(frame, [f.pop("_box") for f in res.faces])
+            for j, (face, shape) in enumerate(zip(res.faces, shapes, strict=True)):
+                face["landmarks"] = [
+                    [round(x * scale, 1), round(y * scale, 1)]
+                    for x, y in self.landmarks.points(shape)
+                ]
+                owners.append((i, j))
+            if self.age is not None:
+                pad = self.age.spec.input.chip_padding
+                age_chips.append(self.landmarks.chips(frame, shapes, self.age.chip_size, pad))
+            if self.face_embedder is not None:
+                pad = self.face_embedder.spec.input.chip_padding
+                emb_chips.append(
+                    self.landmarks.chips(frame, shapes, self.face_embedder.chip_size, pad)
+                )
+        if not owners:
+            return
+        if age_chips:
+            for (i, j), est in zip(
+                owners, self.age.estimate(np.concatenate(age_chips)), strict=True
+            ):
+                results[i].faces[j].update(
+                    age=round(est.age, 1),
+                    p_minor=round(est.p_minor, 4),
+                    age_interval=[est.interval[0], est.interval[1]],
+                )
+        if emb_chips:
+            emb = self.face_embedder.embed(np.concatenate(emb_chips))
+            for (i, j), v in zip(owners, emb, strict=True):
+                results[i].vectors.append(
+                    {
+                        "kind": "face",
+                        "model": self.opts.face_embed,
+                        "vector": v,
+                        "bbox": results[i].faces[j]["bbox"],
+                        "face_index": j,
+                    }
+                )
+
+
+def _scaled(rec: dict[str, Any], scale: float) -> dict[str, Any]:
+    if scale != 1.0:
+        rec["bbox"] = [round(v * scale, 1) for v in rec["bbox"]]
+    return rec
+
+
+def summarise(
+    results: list[FrameResult], threshold: float
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Item-level ``faces`` and ``nudity`` from the per-frame results of one file.
+
+    ``nudity.score`` is the maximum over frames, with the time of the frame that set it; the
+    detections kept are those of that frame."""
+    faces: list[dict[str, Any]] = []
+    for r in results:
+        for f in r.faces:
+            faces.append({**f, "frame_time": r.frame_time})
+    if not results:
+        return faces, None
+    best = max(results, key=lambda r: r.nudity_score)
+    nudity = {
+        "score": round(float(best.nudity_score), 4),
+        "explicit": bool(best.nudity_score >= threshold),
+        "threshold": threshold,
+        "frame_time": best.frame_time,
+        "detections": best.detections,
+    }
+    return faces, nudity

@@ -1,0 +1,114 @@
+"""The NudeNet detector: decoding on synthetic outputs, faces and no nudity on benign photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import skimage.data as data
+from sklearn.datasets import load_sample_images
+
+from heroes.models.detect import Detector, Letterbox, letterbox
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector()
+
+
+def benign_photos() -> dict[str, np.ndarray]:
+    gray = lambda a: np.stack([a] * 3, axis=-1)  # noqa: E731
+    china, flower = load_sample_images().images
+    left, right, _ = data.stereo_motorcycle()
+    return {
+        "astronaut": data.astronaut(),
+        "camera": gray(data.camera()),
+        "coffee": data.coffee(),
+        "chelsea": data.chelsea(),
+        "rocket": data.rocket(),
+        "motorcycle_left": left,
+        "motorcycle_right": right,
+        "china": china,
+        "flower": flower,
+        "hubble": data.hubble_deep_field(),
+        "horse": gray(data.horse().astype(np.uint8) * 255),
+        "coins": gray(data.coins()),
+        "immunohistochemistry": data.immunohistochemistry(),
+    }
+
+
+def test_letterbox_centres_on_grey_and_keeps_aspect() -> None:
+    im = np.zeros((100, 200, 3), np.uint8)
+    out, g = letterbox(im, 320)
+    assert out.shape == (320, 320, 3)
+    assert g.scale == pytest.approx(1.6) and g.pad_x == 0 and g.pad_y == 80
+    assert (out[:80] == 114).all() and (out[-80:] == 114).all() and (out[80:240] == 0).all()
+
+
+def test_decoding_synthetic_outputs_gives_the_expected_boxes(detector: Detector) -> None:
+    n_cls = len(detector.labels)
+    raw = np.zeros((1, 4 + n_cls, 6), np.float32)
+    face, breast = (
+        detector.labels.index("FACE_FEMALE"),
+        detector.labels.index("FEMALE_BREAST_EXPOSED"),
+    )
+    # anchor 0: a face at (160, 100) 40x60 in letterbox pixels; anchor 1: same face, lower score
+    raw[0, :4, 0] = [160, 100, 40, 60]
+    raw[0, 4 + face, 0] = 0.9
+    raw[0, :4, 1] = [162, 101, 40, 60]
+    raw[0, 4 + face, 1] = 0.8
+    # anchor 2: an exposed part elsewhere; anchor 3: below every threshold
+    raw[0, :4, 2] = [60, 200, 30, 30]
+    raw[0, 4 + breast, 2] = 0.7
+    raw[0, :4, 3] = [250, 250, 10, 10]
+    raw[0, 4 + breast, 3] = 0.05
+    geo = [Letterbox(scale=0.5, pad_x=0.0, pad_y=40.0)]  # a 640x480 image
+    (res,) = detector.decode(raw, geo, [(480, 640)])
+    assert len(res.faces) == 1, "the overlapping face box is suppressed"
+    f = res.faces[0]
+    assert f.label == "FACE_FEMALE" and f.score == pytest.approx(0.9)
+    assert f.bbox == pytest.approx((280.0, 60.0, 360.0, 180.0))
+    assert [d.label for d in res.detections] == ["FEMALE_BREAST_EXPOSED"]
+    assert res.detections[0].bbox == pytest.approx((90.0, 290.0, 150.0, 350.0))
+    assert res.nudity_score == pytest.approx(0.7) and res.explicit
+
+
+def test_covered_parts_and_faces_do_not_count_as_nudity(detector: Detector) -> None:
+    n_cls = len(detector.labels)
+    raw = np.zeros((1, 4 + n_cls, 3), np.float32)
+    for a, label in enumerate(["FEMALE_BREAST_COVERED", "FACE_MALE", "FEET_EXPOSED"]):
+        raw[0, :4, a] = [50 + 100 * a, 50, 20, 20]
+        raw[0, 4 + detector.labels.index(label), a] = 0.95
+    (res,) = detector.decode(raw, [Letterbox(1.0, 0, 0)], [(320, 320)])
+    assert res.nudity_score == 0.0 and not res.explicit
+
+
+def test_wrong_output_shape_is_a_clear_error(detector: Detector) -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        detector.decode(np.zeros((1, 10, 5), np.float32), [Letterbox(1, 0, 0)], [(1, 1)])
+
+
+def test_astronaut_and_cameraman_each_show_one_face(detector: Detector) -> None:
+    astro, cam = detector.detect([data.astronaut(), np.stack([data.camera()] * 3, -1)])
+    assert len(astro.faces) == 1 and astro.faces[0].score >= 0.5
+    x1, y1, x2, y2 = astro.faces[0].bbox
+    assert 150 < (x1 + x2) / 2 < 300 and 60 < (y1 + y2) / 2 < 200
+    assert len(cam.faces) == 1
+
+
+def test_no_benign_sample_photo_is_flagged_explicit(detector: Detector) -> None:
+    photos = benign_photos()
+    results = detector.detect(list(photos.values()))
+    scores = {name: r.nudity_score for name, r in zip(photos, results, strict=True)}
+    assert not any(r.explicit for r in results), scores
+    assert max(scores.values()) < detector.nudity_threshold / 2, scores
+
+
+def test_batch_results_equal_single_image_results(detector: Detector) -> None:
+    photos = list(benign_photos().values())[:5]
+    batch = detector.detect(photos)
+    for im, b in zip(photos, batch, strict=True):
+        (one,) = detector.detect([im])
+        assert one.nudity_score == pytest.approx(b.nudity_score, abs=1e-4)
+        assert len(one.faces) == len(b.faces)
+        for f1, f2 in zip(one.faces, b.faces, strict=True):
+            assert f1.bbox == pytest.approx(f2.bbox, abs=0.5)

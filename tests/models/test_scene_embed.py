@@ -1,0 +1,277 @@
+"""Offline scene embedding: same-scene retrieval on benign sample photos, and the vector contract.
+
+The gallery is every sample photo that ships with scikit-image and scikit-learn. The two views of
+``stereo_motorcycle`` were held out of codebook training, so finding one from the other is a real
+"same scene, different viewpoint" test rather than recall of training data.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from numpy.typing import NDArray
+from sklearn.datasets import load_sample_images
+
+from heroes.models.scene_embed import (
+    SceneCodebook,
+    SceneEmbedder,
+    flip_descriptors,
+    geometric_inliers,
+    load_default_codebook,
+    rerank,
+    rootsift,
+    train_codebook,
+)
+
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "horse",
+    "moon",
+    "page",
+    "text",
+    "retina",
+    "cat",
+    "colorwheel",
+    "logo",
+)
+# ``cat`` is the same array as ``chelsea``; ``colorwheel`` is smooth gradients where SIFT finds no
+# keypoint at all, so it embeds to the zero vector and cannot be retrieved by design.
+NOT_QUERYABLE = {"cat", "colorwheel"}
+
+
+def _rgb(image: NDArray) -> NDArray[np.uint8]:
+    x = np.asarray(image)
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8) * 255
+    if x.ndim == 2:
+        x = np.repeat(x[:, :, None], 3, axis=2)
+    if x.shape[2] == 4:
+        a = x[:, :, 3:4].astype(np.float32) / 255.0
+        x = np.rint(x[:, :, :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    return np.ascontiguousarray(x, dtype=np.uint8)
+
+
+def _jpeg(image: NDArray[np.uint8], quality: int) -> NDArray[np.uint8]:
+    _, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def _edited_copy(image: NDArray[np.uint8], seed: int) -> NDArray[np.uint8]:
+    """A 60-75 % crop at a random place, shrunk to 50-70 %, recompressed at JPEG quality 60."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    fy, fx = rng.uniform(0.6, 0.75, size=2)
+    ch, cw = round(h * fy), round(w * fx)
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    s = rng.uniform(0.5, 0.7)
+    small = cv2.resize(
+        image[y : y + ch, x : x + cw], (round(cw * s), round(ch * s)), interpolation=cv2.INTER_AREA
+    )
+    return _jpeg(small, 60)
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, NDArray[np.uint8]]:
+    out = {name: _rgb(getattr(skimage.data, name)()) for name in SKIMAGE_PHOTOS}
+    china, flower = load_sample_images().images
+    out["china"], out["flower"] = china, flower
+    return out
+
+
+@pytest.fixture(scope="module")
+def stereo() -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    left, right, _ = skimage.data.stereo_motorcycle()
+    return left, right
+
+
+@pytest.fixture(scope="module")
+def embedder() -> SceneEmbedder:
+    return SceneEmbedder()
+
+
+@pytest.fixture(scope="module")
+def gallery(
+    embedder: SceneEmbedder, photos: dict[str, NDArray[np.uint8]]
+) -> tuple[list[str], NDArray[np.float32]]:
+    names = list(photos)
+    return names, embedder.embed([photos[n] for n in names])
+
+
+def _cosines_with_other_view(
+    embedder: SceneEmbedder,
+    gallery: tuple[list[str], NDArray[np.float32]],
+    query: NDArray[np.uint8],
+    other: NDArray[np.uint8],
+) -> tuple[float, float]:
+    names, vectors = gallery
+    q, o = embedder.embed([query, other])
+    return float(o @ q), float((vectors @ q).max())
+
+
+def test_the_left_motorcycle_view_finds_the_right_view_first(embedder, gallery, stereo) -> None:
+    left, right = stereo
+    other, best_unrelated = _cosines_with_other_view(embedder, gallery, left, right)
+    assert other > best_unrelated + 0.2, (other, best_unrelated)
+
+
+def test_the_right_motorcycle_view_finds_the_left_view_first(embedder, gallery, stereo) -> None:
+    left, right = stereo
+    other, best_unrelated = _cosines_with_other_view(embedder, gallery, right, left)
+    assert other > best_unrelated + 0.2, (other, best_unrelated)
+
+
+def test_the_geometric_recheck_gives_the_other_view_by_far_the_most_inliers(
+    embedder, photos, stereo
+) -> None:
+    left, right = stereo
+    for query, other in ((left, right), (right, left)):
+        q = embedder.features(query)
+        with_other = geometric_inliers(*q, *embedder.features(other))
+        unrelated = max(geometric_inliers(*q, *embedder.features(p)) for p in photos.values())
+        assert with_other >= 100 and with_other > 10 * unrelated, (with_other, unrelated)
+
+
+def test_rerank_puts_the_other_view_first_even_from_a_low_cosine(embedder, photos, stereo) -> None:
+    left, right = stereo
+    candidates = [photos["astronaut"], photos["china"], right, photos["brick"]]
+    ranked = rerank(left, candidates, [0.9, 0.8, 0.1, 0.7], embedder=embedder)
+    assert ranked[0][0] == 2 and ranked[0][1] == pytest.approx(0.1)
+    assert ranked[0][2] > 10 * ranked[1][2]
+
+
+@pytest.mark.parametrize("mirrored", [False, True], ids=["as-is", "mirrored"])
+def test_an_edited_copy_of_a_photo_finds_its_source_first(
+    embedder, gallery, photos, mirrored
+) -> None:
+    names, vectors = gallery
+    keep = [i for i, n in enumerate(names) if n != "cat"]
+    sources = [n for n in names if n not in NOT_QUERYABLE]
+    copies = [_edited_copy(photos[n], seed) for seed, n in enumerate(sources)]
+    if mirrored:
+        copies = [np.ascontiguousarray(c[:, ::-1]) for c in copies]
+    scores = embedder.embed(copies) @ vectors[keep].T
+    found = [names[keep[j]] for j in scores.argmax(axis=1)]
+    assert found == sources
+
+
+def test_a_mirrored_image_embeds_almost_like_the_original(embedder, photos) -> None:
+    originals = [photos[n] for n in ("astronaut", "coffee", "china")]
+    a = embedder.embed(originals)
+    b = embedder.embed([np.ascontiguousarray(p[:, ::-1]) for p in originals])
+    assert (np.sum(a * b, axis=1) > 0.9).all()
+
+
+def test_mirroring_descriptors_twice_gives_them_back(embedder, photos) -> None:
+    _, desc = embedder.features(photos["astronaut"])
+    assert np.array_equal(flip_descriptors(flip_descriptors(desc)), desc)
+
+
+def test_embeddings_are_unit_vectors_of_the_declared_dimension(embedder, gallery) -> None:
+    names, vectors = gallery
+    assert vectors.dtype == np.float32 and vectors.shape == (len(names), embedder.dim)
+    norms = np.linalg.norm(np.delete(vectors, names.index("colorwheel"), axis=0), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_the_same_image_always_gives_the_same_vector(embedder, photos) -> None:
+    a = embedder.embed([photos["coffee"]])
+    b = SceneEmbedder(load_default_codebook()).embed([photos["coffee"].copy()])
+    assert np.array_equal(a, b)
+
+
+def test_a_batch_gives_the_same_vectors_as_single_images(embedder, photos) -> None:
+    images = [photos[n] for n in ("rocket", "colorwheel", "page", "flower")]
+    batch = embedder.embed(images)
+    singles = np.concatenate([embedder.embed([im]) for im in images])
+    assert np.array_equal(batch, singles)
+
+
+def test_a_flat_grey_image_has_no_features_and_embeds_to_the_zero_vector(embedder) -> None:
+    grey = np.full((300, 400, 3), 128, dtype=np.uint8)
+    kps, desc = embedder.features(grey)
+    assert kps.shape == (0, 2) and desc.shape == (0, 128)
+    vectors = embedder.embed([grey, grey[:, :, 0]])
+    assert vectors.shape == (2, embedder.dim) and not vectors.any()
+    assert geometric_inliers(kps, desc, kps, desc) == 0
+
+
+def test_an_empty_batch_gives_an_empty_matrix(embedder) -> None:
+    assert embedder.embed([]).shape == (0, embedder.dim)
+
+
+def test_a_non_image_array_is_rejected(embedder) -> None:
+    with pytest.raises(ValueError):
+        embedder.embed([np.zeros((8, 8, 2), dtype=np.uint8)])
+    with pytest.raises(ValueError):
+        embedder.embed([np.zeros((8, 8, 3), dtype=np.float32)])
+
+
+def test_rootsift_descriptors_are_non_negative_unit_vectors(photos) -> None:
+    gray = cv2.cvtColor(photos["astronaut"], cv2.COLOR_RGB2GRAY)
+    kps, desc = rootsift(gray, max_features=200)
+    assert kps.dtype == desc.dtype == np.float32
+    assert 0 < len(kps) <= 200 and desc.shape == (len(kps), 128) and (desc >= 0).all()
+    np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_default_codebook_saves_back_to_the_shipped_bytes_and_loads_unchanged(photos) -> None:
+    codebook = load_default_codebook()
+    buf = io.BytesIO()
+    codebook.save(buf)
+    shipped = importlib.resources.files("heroes.models").joinpath("assets", "scene_codebook.npz")
+    assert buf.getvalue() == shipped.read_bytes()
+    buf.seek(0)
+    again = SceneCodebook.load(buf)
+    for name in ("centroids", "pca_mean", "pca_components", "pca_scale"):
+        assert np.array_equal(getattr(codebook, name), getattr(again, name)), name
+    assert (again.k, again.dim, again.flip_invariant) == (codebook.k, codebook.dim, True)
+
+
+def _small_training_set(photos: dict[str, NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
+    images = []
+    for name in ("astronaut", "coffee", "brick", "china"):
+        small = cv2.resize(photos[name], (192, 160), interpolation=cv2.INTER_AREA)
+        images += [small, np.ascontiguousarray(small[:, ::-1]), small[20:140, 30:170]]
+    return images
+
+
+def test_train_codebook_is_deterministic_for_a_seed(photos) -> None:
+    images = _small_training_set(photos)
+    a = train_codebook(images, k=8, pca_dim=6, seed=3, max_features=300)
+    b = train_codebook(images, k=8, pca_dim=6, seed=3, max_features=300)
+    c = train_codebook(images, k=8, pca_dim=6, seed=4, max_features=300)
+    for name in ("centroids", "pca_mean", "pca_components", "pca_scale"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert not np.array_equal(a.centroids, c.centroids)
+    assert SceneEmbedder(a).embed(images[:2]).shape == (2, 6)
+
+
+def test_a_trained_codebook_round_trips_within_int8_precision(photos, tmp_path) -> None:
+    images = _small_training_set(photos)
+    codebook = train_codebook(images, k=8, pca_dim=6, seed=0, max_features=300)
+    path = tmp_path / "codebook.npz"
+    codebook.save(path)
+    loaded = SceneCodebook.load(path)
+    before = SceneEmbedder(codebook).embed(images[:4])
+    after = SceneEmbedder(loaded).embed(images[:4])
+    assert (np.sum(before * after, axis=1) > 0.999).all()
+
+
+def test_training_needs_more_images_than_pca_dimensions(photos) -> None:
+    with pytest.raises(ValueError):
+        train_codebook(_small_training_set(photos)[:4], k=4, pca_dim=4)
