@@ -37,7 +37,6 @@ demo: install
 	  --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-bad.pdq.txt \
 	  --known-good demo/seizure-hashsets/known-good.csv
 	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
-	@echo "records written to demo/case/reports/items.jsonl"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -103,6 +103,7 @@ def triage(
     else:
         print_summary(summary.to_dict())
         print_known_bad(case)
+        print_faces(case)
 
 
 def print_known_bad(case: Path, limit: int = 20) -> None:
@@ -166,6 +167,46 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
         out.print(t)
     else:
         out.print("no known-hash matches")
+    if s.get("models"):
+        usable = [n for n, st in s["models"].items() if st == "ok"]
+        missing = {n: st for n, st in s["models"].items() if st != "ok"}
+        out.print(
+            f"models: {', '.join(usable) or 'none'}; {s['faces']} faces in {s['items_with_faces']} "
+            f"files, {s['likely_minor_faces']} likely minors (P(age<18) >= 0.5), "
+            f"{s['explicit']} files flagged explicit",
+            soft_wrap=True,
+        )
+        for name, why in missing.items():
+            out.print(f"[yellow]model {name} not used:[/] {why}", soft_wrap=True)
+
+
+def print_faces(case: Path, limit: int = 10) -> None:
+    from heroes.pipeline.report import faces_found
+    from heroes.store.db import CaseStore
+
+    store = CaseStore(case, Settings().db_url, create=False)
+    try:
+        found = faces_found(store, limit)
+    finally:
+        store.close()
+    if not found:
+        return
+    t = Table(title=f"faces (most likely minors first, first {limit})")
+    for col in ("item", "path", "time", "age", "interval", "P(minor)", "score"):
+        t.add_column(col, overflow="fold")
+    for f in found:
+        t_s = "" if f["frame_time"] is None else f"{f['frame_time']:.1f} s"
+        lo, hi = f.get("age_interval") or (None, None)
+        t.add_row(
+            str(f["item_id"]),
+            f["path"],
+            t_s,
+            f"{f.get('age', float('nan')):.0f}",
+            f"{lo:.0f}-{hi:.0f}" if lo is not None else "",
+            f"{f.get('p_minor', 0):.2f}",
+            f"{f['score']:.2f}",
+        )
+    out.print(t)
 
 
 @app.command()

@@ -298,3 +298,72 @@ def test_summary_table_is_printed_for_people(demo: dict[str, Any], tmp_path: Pat
     )
     assert full.exit_code == 0, full.output
     assert "known-bad matches" in full.output and "sha1" in full.output
+
+
+def test_astronaut_has_one_adult_face_with_an_embedding(demo: dict[str, Any]) -> None:
+    r = demo["records"]
+    faces = r["DCIM/100DEMO/IMG_0000_astronaut.jpg"]["faces"]
+    assert len(faces) == 1
+    f = faces[0]
+    assert f["score"] >= 0.5 and 25 <= f["age"] <= 60 and f["p_minor"] < 0.1
+    assert (
+        f["frame_time"] is None
+        and f["face_id"] == f"{r['DCIM/100DEMO/IMG_0000_astronaut.jpg']['item_id']}-0"
+    )
+    assert len(r["DCIM/100DEMO/IMG_0001_camera.jpg"]["faces"]) == 1
+
+
+def test_faces_in_the_demo_video_are_found_between_the_right_times(demo: dict[str, Any]) -> None:
+    faces = demo["records"]["misc/clip.mp4"]["faces"]
+    assert faces, "the astronaut is on screen from 1 s to 3 s"
+    assert all(1.0 - 1e-6 <= f["frame_time"] < 3.0 for f in faces)
+    assert all(f["p_minor"] < 0.2 for f in faces)
+
+
+def test_nothing_benign_is_flagged_explicit(demo: dict[str, Any]) -> None:
+    scored = [rec for rec in demo["list"] if rec["nudity"] is not None]
+    assert len(scored) >= 15
+    assert not any(rec["nudity"]["explicit"] for rec in scored)
+    assert all(rec["nudity"]["score"] < 0.5 for rec in scored)
+
+
+def test_known_good_and_broken_files_are_not_inferred(demo: dict[str, Any]) -> None:
+    r = demo["records"]
+    assert (
+        r["Downloads/flower.webp"]["nudity"] is None and r["Downloads/flower.webp"]["faces"] == []
+    )
+    assert r["broken/random.jpg"]["nudity"] is None
+
+
+def test_face_and_scene_vectors_are_stored_for_search(demo: dict[str, Any]) -> None:
+    import sqlite3
+
+    import numpy as np
+
+    with sqlite3.connect(demo["case"] / "case.db") as c:
+        rows = c.execute("select kind, dim, ref, vector, item_id from vectors").fetchall()
+    kinds = {k for k, *_ in rows}
+    assert kinds == {"face", "scene"}
+    for kind, dim, ref, blob, _item in rows:
+        v = np.frombuffer(blob, dtype="<f4")
+        assert v.size == dim
+        if kind == "face":
+            assert ref and abs(float(np.linalg.norm(v)) - 1.0) < 1e-4
+    astro = demo["records"]["DCIM/100DEMO/IMG_0000_astronaut.jpg"]["item_id"]
+    assert any(k == "face" and item == astro for k, _d, _r, _b, item in rows)
+
+
+def test_models_are_listed_with_licences_and_usable(demo: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in ("nudenet-320n", "age-v1", "dlib-face-resnet", "dlib-landmarks-5", "scene-vlad"):
+        assert name in result.output
+    assert "AGPL-3.0" in result.output and "CC0-1.0" in result.output
+    assert "no:" not in result.output
+    assert demo["summary"]["models"] == {
+        "nudenet-320n": "ok",
+        "dlib-landmarks-5": "ok",
+        "age-v1": "ok",
+        "dlib-face-resnet": "ok",
+        "scene-vlad": "ok",
+    }

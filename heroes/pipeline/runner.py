@@ -96,6 +96,10 @@ class TriageSummary:
     matches: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     hashsets_imported: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
+    faces: int = 0
+    items_with_faces: int = 0
+    likely_minor_faces: int = 0
+    explicit: int = 0
     interrupted: bool = False
 
     @property
@@ -124,6 +128,10 @@ class TriageSummary:
             ],
             "hashsets_imported": self.hashsets_imported,
             "models": self.models,
+            "faces": self.faces,
+            "items_with_faces": self.items_with_faces,
+            "likely_minor_faces": self.likely_minor_faces,
+            "explicit": self.explicit,
             "interrupted": self.interrupted,
         }
 
@@ -446,7 +454,7 @@ class _Pass:
         if bad:
             meta, e, method = min(bad, key=lambda m: ("sha256", "sha1", "md5").index(m[2]))
             row["known_match"] = _known_match(meta, e.category, e.label, method, 0)
-            self.summary.matches[(meta.name, e.category or "uncategorised", method)] += 1
+            self.summary.matches[(meta.name, _category_text(meta, e.category), method)] += 1
         elif matches:
             meta, e, method = matches[0]
             known_good = True
@@ -561,8 +569,13 @@ class _Pass:
         err = fields.pop("error", None)
         vectors = fields.pop("_vectors", [])
         row.update(fields)
-        for k, face in enumerate(row.get("faces") or []):
+        faces = row.get("faces") or []
+        for k, face in enumerate(faces):
             face["face_id"] = f"{row['id']}-{k}"
+        self.summary.faces += len(faces)
+        self.summary.items_with_faces += bool(faces)
+        self.summary.likely_minor_faces += sum(1 for f in faces if (f.get("p_minor") or 0) >= 0.5)
+        self.summary.explicit += bool((row.get("nudity") or {}).get("explicit"))
         for v in vectors:
             face_index = v.pop("face")
             ref = f"{row['id']}-{face_index}" if face_index is not None else None
@@ -581,6 +594,13 @@ def _isolated(ctx: Any, args: tuple[Any, ...]) -> dict[str, Any]:
                 "status": "error",
                 "error": "decoder crashed: the worker process died on this file",
             }
+
+
+def _category_text(meta: Any, category: str | None) -> str:
+    if category is None:
+        return "uncategorised"
+    name = meta.categories.get(category)
+    return f"{category} {name}" if name else category
 
 
 def _known_match(
@@ -656,9 +676,16 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                 km["frame_time"] = times[k]
             updates.setdefault(item_id, {"id": item_id})["known_match"] = km
         if summary is not None:
+            sets_by_name = {m.name: m for m in sets.values()}
             for u in updates.values():
                 km = u["known_match"]
-                summary.matches[(km["hashset"], km["category"] or "uncategorised", "pdq")] += 1
+                summary.matches[
+                    (
+                        km["hashset"],
+                        _category_text(sets_by_name[km["hashset"]], km["category"]),
+                        "pdq",
+                    )
+                ] += 1
 
     # Groups join images only: a video holds many scenes, and joining through its frames would
     # chain unrelated photos into one group. Video frames are matched against hash sets above.
