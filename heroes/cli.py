@@ -337,5 +337,56 @@ def models_fetch(
     out.print(f"{name}: {path} (sha256 verified)")
 
 
+@models_app.command("export")
+def models_export(
+    name: Annotated[str, typer.Argument(help="Name of the new model (its manifest name).")],
+    open_clip_arch: Annotated[
+        str | None, typer.Option("--open-clip", help="open_clip architecture, e.g. ViT-B-32.")
+    ] = None,
+    factory: Annotated[
+        str | None, typer.Option(help="package.module:callable returning a torch nn.Module.")
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local weights file.")] = None,
+    size: Annotated[int | None, typer.Option(help="Input size (default: the model's own).")] = None,
+    licence: Annotated[
+        str, typer.Option(help="Licence of the weights (shown to users).")
+    ] = "unknown",
+    source: Annotated[str, typer.Option(help="Where the weights come from.")] = "",
+    task: Annotated[str, typer.Option(help="scene_embed or face_embed.")] = "scene_embed",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Default: the model directory.")
+    ] = None,
+) -> None:
+    """Export a PyTorch image encoder (CLIP, DINOv2, ...) to ONNX plus a manifest (extra: train)."""
+    from heroes.models import registry
+    from heroes.models.export import ExportError, export_image_encoder, load_factory, load_open_clip
+
+    if (open_clip_arch is None) == (factory is None):
+        raise _fail("give exactly one of --open-clip ARCH or --factory module:callable")
+    try:
+        if open_clip_arch is not None:
+            if weights is None:
+                raise _fail("--open-clip needs --weights (a local file; nothing is downloaded)")
+            model, native = load_open_clip(open_clip_arch, weights)
+            size = size or native
+        else:
+            assert factory is not None
+            model = load_factory(factory, weights)
+        if size is None:
+            raise _fail("--size is needed for a --factory model")
+        onnx_path, toml_path = export_image_encoder(
+            model,
+            out_dir or registry.model_dir(),
+            name=name,
+            size=size,
+            licence=licence,
+            source=source or (str(weights) if weights else factory or ""),
+            task=task,
+        )
+    except (ExportError, ImportError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    out.print(f"{name}: {onnx_path} and {toml_path}; use it with HEROES_SCENE_MODEL={name}")
+
+
 if __name__ == "__main__":
     app()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     hash_chunk: int = Field(1 * MiB, ge=4096, description="read size when hashing")
     models: bool = Field(True, description="run the models (detector, faces, scene) on images")
     device: str | None = Field(None, description="cpu | cuda | tensorrt (default: best installed)")
+    scene_model: str = Field("scene-vlad", description="scene embedding model (manifest name)")
+    face_model: str = Field("dlib-face-resnet", description="face identity model (manifest name)")
     nudity_threshold: float = Field(0.5, ge=0, le=1, description="explicit at or above this score")
     limits: Limits = Field(default_factory=Limits)
     pdq: PdqSettings = Field(default_factory=PdqSettings)

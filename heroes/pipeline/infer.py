@@ -91,9 +91,19 @@ class Analyzer:
     @property
     def scene(self) -> Any:
         if self._scene is None and self.opts.scene_embed:
-            from heroes.models.scene_embed import SceneEmbedder
+            from heroes.models import registry
 
-            self._scene = SceneEmbedder()
+            spec = registry.get_spec(self.opts.scene_embed)
+            if spec.format == "onnx":
+                from heroes.models.image_embed import ImageEmbedder
+
+                self._scene = ImageEmbedder(
+                    spec, threads=self.opts.threads, device=self.opts.device
+                )
+            else:
+                from heroes.models.scene_embed import SceneCodebook, SceneEmbedder
+
+                self._scene = SceneEmbedder(SceneCodebook.load(registry.resolve(spec)))
         return self._scene
 
     def analyze(

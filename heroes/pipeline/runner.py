@@ -796,7 +796,12 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
         return None
     from heroes.models import registry
 
-    wanted = InferOptions(device=settings.device, threads=_ort_threads(settings))
+    wanted = InferOptions(
+        device=settings.device,
+        threads=_ort_threads(settings),
+        scene_embed=settings.scene_model,
+        face_embed=settings.face_model,
+    )
     chosen: dict[str, Any] = {}
     specs = registry.manifest_specs()
     for fld in ("detector", "landmarks", "age", "face_embed", "scene_embed"):
