@@ -210,6 +210,52 @@ def print_faces(case: Path, limit: int = 10) -> None:
 
 
 @app.command()
+def queue(
+    case: Annotated[Path, typer.Argument(help="Case folder.")],
+    top: Annotated[int, typer.Option(help="How many items to show.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
+) -> None:
+    """The head of the review queue: rank, priority, path and why."""
+    from heroes.pipeline.report import record
+    from heroes.store.db import CaseStore, StoreError
+
+    try:
+        store = CaseStore(case, Settings().db_url, create=False)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        rows = [record(r) for r, _ in zip(store.items(order="rank"), range(top), strict=False)]
+    finally:
+        store.close()
+    if as_json:
+        for r in rows:
+            print(
+                json.dumps(
+                    {k: r[k] for k in ("rank", "priority", "item_id", "path", "status", "why")}
+                )
+            )
+        return
+    t = Table(title=f"review queue (top {top})")
+    for col in ("rank", "priority", "item", "path", "why"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        why = "; ".join(_why_text(w) for w in r["why"]) or "-"
+        t.add_row(str(r["rank"]), f"{(r['priority'] or 0):.3f}", str(r["item_id"]), r["path"], why)
+    out.print(t)
+
+
+def _why_text(w: dict) -> str:  # type: ignore[type-arg]
+    extra = [
+        f"{k} {w[k]}"
+        for k in ("hashset", "category", "distance", "via_item", "p_minor", "nudity")
+        if k in w
+    ]
+    if w.get("frame_time") is not None:
+        extra.append(f"at {w['frame_time']:.1f} s")
+    return w["reason"] + (f" ({', '.join(str(e) for e in extra)})" if extra else "")
+
+
+@app.command()
 def export(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",

@@ -36,6 +36,36 @@ class PdqSettings(BaseModel):
     min_quality: int = Field(50, ge=0, le=100)
 
 
+DEFAULT_CATEGORY_WEIGHTS: dict[str, dict[str, float]] = {
+    "VICS-US": {"1": 1.0, "2": 0.8, "4": 0.5, "3": 0.4, "0": 0.0},
+    "VICS-Default": {"1": 1.0, "2": 0.8, "4": 0.5, "3": 0.4, "0": 0.0},
+    "VICS-UK": {"A": 1.0, "B": 0.9, "C": 0.8, "0": 0.0},
+}
+
+
+class ScoringWeights(BaseModel):
+    exact_base: float = 0.90
+    exact_span: float = 0.10
+    pdq_base: float = 0.80
+    pdq_span: float = 0.09
+    model_cap: float = 0.79
+    minor_and_explicit: float = 0.55
+    explicit: float = 0.15
+    minor: float = 0.09
+    error: float = 0.01
+    why_floor: float = 0.005  # model contributions below this are not listed in ``why``
+    uncategorised: float = 0.6
+    unknown_category: float = 0.6
+    categories: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: DEFAULT_CATEGORY_WEIGHTS
+    )
+
+    def category_weight(self, scheme: str | None, category: str | None) -> float:
+        if category is None:
+            return self.uncategorised
+        return self.categories.get(scheme or "", {}).get(str(category), self.unknown_category)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEROES_", env_nested_delimiter="__", extra="ignore"
@@ -53,6 +83,7 @@ class Settings(BaseSettings):
     nudity_threshold: float = Field(0.5, ge=0, le=1, description="explicit at or above this score")
     limits: Limits = Field(default_factory=Limits)
     pdq: PdqSettings = Field(default_factory=PdqSettings)
+    scoring: ScoringWeights = Field(default_factory=ScoringWeights)
 
 
 @lru_cache(maxsize=1)

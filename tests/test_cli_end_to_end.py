@@ -367,3 +367,27 @@ def test_models_are_listed_with_licences_and_usable(demo: dict[str, Any]) -> Non
         "dlib-face-resnet": "ok",
         "scene-vlad": "ok",
     }
+
+
+def test_queue_puts_known_bad_first_and_known_good_last(demo: dict[str, Any]) -> None:
+    ranked = sorted(demo["list"], key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1))
+    top = {r["path"] for r in ranked[:2]}
+    assert top == {"DCIM/100DEMO/IMG_0004_rocket.jpg", "Downloads/photos.zip!/album/rocket.jpg"}
+    assert ranked[0]["why"][0]["reason"].startswith("known-bad")
+    assert ranked[-1]["status"] == "known_good"
+    near = demo["records"]["Downloads/rocket_recompressed.jpg"]
+    assert near["known_match"]["method"] == "pdq" and near["known_match"]["via_item"]
+    clip = demo["records"]["misc/clip.mp4"]["known_match"]
+    assert clip["method"] == "pdq" and 3.0 <= clip["frame_time"] < 4.0, (
+        "the rocket is on screen 3-4 s"
+    )
+    assert all(0.0 <= r["priority"] <= 1.0 for r in ranked)
+
+
+def test_queue_command_prints_the_head_with_reasons(demo: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["queue", str(demo["case"]), "--top", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [x["rank"] for x in lines] == [1, 2, 3]
+    assert all(x["why"] for x in lines)

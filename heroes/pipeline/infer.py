@@ -203,11 +203,15 @@ def summarise(
     if not results:
         return faces, None
     best = max(results, key=lambda r: r.nudity_score)
-    nudity = {
+    nudity: dict[str, Any] = {
         "score": round(float(best.nudity_score), 4),
         "explicit": bool(best.nudity_score >= threshold),
         "threshold": threshold,
         "frame_time": best.frame_time,
         "detections": best.detections,
     }
+    if len(results) > 1:
+        nudity["frames"] = [
+            {"time": r.frame_time, "score": round(float(r.nudity_score), 4)} for r in results
+        ]
     return faces, nudity

@@ -655,10 +655,26 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     mat = pdq_matrix(hashes)
     own = np.asarray(owners, dtype=np.int64)
 
-    # known-bad PDQ matches, for items that no exact hash matched
-    refs, ref_rows = store.pdq_entries()
-    unmatched = {i for i, _p, _q, _v, km, _st, _vg in items if km is None}
+    # Known-bad PDQ matches, for items that no hash matched. The references are the PDQ hashes of
+    # the hash sets and of this case's own files that a hash set names exactly (its MD5 list may
+    # carry no PDQ): a recompressed, resized or filmed copy of a known file is found either way.
+    refs_hs, ref_rows = store.pdq_entries()
     sets = store.hashsets()
+    case_bad = [
+        (i, p, km)
+        for i, p, q, _v, km, st, _vg in items
+        if km
+        and not km.get("known_good")
+        and km.get("method") != "pdq"
+        and p
+        and (q or 0) >= min_q
+        and st != "duplicate"
+    ]
+    refs = np.concatenate([refs_hs, pdq_matrix([p for _, p, _ in case_bad])])
+    ref_match: list[dict[str, Any]] = [
+        _known_match(sets[e.hashset_id], e.category, e.label, "pdq", 0) for e in ref_rows
+    ] + [{**km, "via_item": i} for i, _p, km in case_bad]
+    unmatched = {i for i, _p, _q, _v, km, _st, _vg in items if km is None}
     updates: dict[int, dict[str, Any]] = {}
     if len(refs) and len(mat):
         best, dist = nearest_within(mat, refs, max_d)
@@ -666,12 +682,10 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
             item_id = owners[k]
             if item_id not in unmatched:
                 continue
-            e = ref_rows[int(best[k])]
-            meta = sets[e.hashset_id]
             prev = updates.get(item_id, {}).get("known_match")
             if prev is not None and prev["distance"] <= int(dist[k]):
                 continue
-            km = _known_match(meta, e.category, e.label, "pdq", int(dist[k]))
+            km = {**ref_match[int(best[k])], "method": "pdq", "distance": int(dist[k])}
             if times[k] is not None:
                 km["frame_time"] = times[k]
             updates.setdefault(item_id, {"id": item_id})["known_match"] = km
@@ -696,17 +710,62 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
             updates.setdefault(item_id, {"id": item_id})["visual_group"] = groups.get(item_id)
     store.update_items(list(updates.values()))
 
-    # duplicates carry their original's decoded fields
+    _copy_to_duplicates(store)
+    rank_items(store, settings)
+
+
+def rank_items(store: CaseStore, settings: Settings) -> None:
+    """Priority, why and rank of every item of the case (see :mod:`heroes.pipeline.scoring`)."""
+    from heroes.pipeline.scoring import score_item
+
+    with store.session() as s:
+        rows = s.execute(
+            select(
+                ItemRow.id,
+                ItemRow.status,
+                ItemRow.known_match,
+                ItemRow.faces,
+                ItemRow.nudity,
+                ItemRow.priority,
+                ItemRow.rank,
+                ItemRow.why,
+                ItemRow.duplicate_of,
+            )
+        ).all()
+    scored: dict[int, tuple[float, list[Any]]] = {}
+    for item_id, status, km, faces, nudity, *_ in rows:
+        scored[item_id] = score_item(
+            status, km, faces, nudity, settings.scoring, settings.pdq.match_distance
+        )
+
+    # known-good last, then by priority; a copy sorts right after its original
+    def key(r: Any) -> tuple[int, float, int, int]:
+        item_id, status, *_rest, dup = r
+        return (status == "known_good", -scored[item_id][0], dup or item_id, item_id)
+
+    updates = []
+    for rank, r in enumerate(sorted(rows, key=key), start=1):
+        item_id, _st, _km, _f, _n, old_p, old_rank, old_why, _dup = r
+        p, why = scored[item_id]
+        p = round(p, 6)
+        if (p, rank, why) != (old_p, old_rank, old_why):
+            updates.append({"id": item_id, "priority": p, "why": why, "rank": rank})
+    store.update_items(updates)
+
+
+def _copy_to_duplicates(store: CaseStore) -> None:
+    """Duplicates carry their original's decoded and inferred fields."""
     with store.session() as s, s.begin():
         dups = s.execute(
             select(ItemRow.id, ItemRow.duplicate_of).where(ItemRow.status == "duplicate")
         ).all()
         if dups:
-            orig_ids = {o for _, o in dups}
-            originals = {
-                r.id: r
-                for r in s.execute(select(ItemRow).where(ItemRow.id.in_(orig_ids))).scalars()
-            }
+            orig_ids = sorted({o for _, o in dups})
+            originals = {}
+            for i in range(0, len(orig_ids), 500):
+                chunk = orig_ids[i : i + 500]
+                for r in s.execute(select(ItemRow).where(ItemRow.id.in_(chunk))).scalars():
+                    originals[r.id] = r
             rows = []
             for dup_id, orig in dups:
                 o = originals.get(orig)
