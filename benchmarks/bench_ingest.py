@@ -17,6 +17,7 @@ from _common import write_result
 from PIL import Image
 
 from heroes.config import Settings
+from heroes.pipeline.infer import Analyzer, InferOptions
 from heroes.pipeline.runner import triage
 
 
@@ -40,7 +41,7 @@ def make_seizure(root: Path, n: int, seed: int) -> int:
     return total
 
 
-def plain_loop(root: Path) -> int:
+def plain_loop(root: Path, analyzer: Analyzer | None = None) -> int:
     n = 0
     for p in sorted(root.rglob("*.jpg")):
         data = p.read_bytes()
@@ -53,7 +54,10 @@ def plain_loop(root: Path) -> int:
         im.draft("RGB", (512, 512))
         im = im.convert("RGB")
         im.thumbnail((512, 512))
-        pdqhash.compute(np.asarray(im))
+        rgb = np.asarray(im)
+        pdqhash.compute(rgb)
+        if analyzer is not None:
+            analyzer.analyze([rgb], [None])
         n += 1
     return n
 
@@ -63,32 +67,40 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument(
+        "--models", action="store_true", help="run the models too (detector, faces, scene)"
+    )
     args = ap.parse_args()
     print(f"seed={args.seed} files={args.files}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "seizure"
         root.mkdir()
         nbytes = make_seizure(root, args.files, args.seed)
+        settings = Settings(workers=args.workers, models=args.models)
+        analyzer = Analyzer(InferOptions()) if args.models else None
+        if analyzer is not None:
+            analyzer.analyze([np.zeros((64, 64, 3), np.uint8)], [None])  # load the models
         plain_loop(root)  # warm the page cache for both
         t0 = time.perf_counter()
-        plain_loop(root)
+        plain_loop(root, analyzer)
         t_plain = time.perf_counter() - t0
         t0 = time.perf_counter()
-        summary = triage(root, Path(tmp) / "case", settings=Settings(workers=args.workers))
+        summary = triage(root, Path(tmp) / "case", settings=settings)
         t_heroes = time.perf_counter() - t0
         t0 = time.perf_counter()
-        again = triage(root, Path(tmp) / "case", settings=Settings(workers=args.workers))
+        again = triage(root, Path(tmp) / "case", settings=settings)
         t_resume = time.perf_counter() - t0
         assert summary.new == args.files and again.resumed == args.files
         write_result(
-            "ingest",
+            "ingest_models" if args.models else "ingest",
             {
                 "seed": args.seed,
                 "files": args.files,
+                "models": args.models,
                 "mean_kib": round(nbytes / args.files / 1024, 1),
                 "workers": Settings(workers=args.workers).workers or None,
                 "files_per_s": {
-                    "plain_loop (hash+decode+pdq, no store)": round(args.files / t_plain, 1),
+                    "plain_loop (same stages, one process, no store)": round(args.files / t_plain, 1),
                     "heroes triage (all stages + store + finalize)": round(
                         args.files / t_heroes, 1
                     ),

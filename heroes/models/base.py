@@ -66,9 +66,14 @@ class OnnxModel:
 
     def normalise(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """[N,H,W,3] RGB uint8 -> [N,3,H,W] float32 as the manifest says (colour, mean, scale)."""
-        x = images.astype(np.float32)
-        if self.spec.input.colour.upper() == "BGR":
-            x = x[..., ::-1]
-        x -= np.asarray(self.spec.input.mean, dtype=np.float32)
-        x *= np.float32(self.spec.input.scale)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        src = images[..., ::-1] if self.spec.input.colour.upper() == "BGR" else images
+        n, h, w, _ = src.shape
+        # one pass: the transposed uint8 view is converted straight into the NCHW float buffer
+        x = np.empty((n, 3, h, w), dtype=np.float32)
+        x[...] = src.transpose(0, 3, 1, 2)
+        mean = np.asarray(self.spec.input.mean, dtype=np.float32)
+        if mean.any():
+            x -= mean.reshape(1, 3, 1, 1)
+        if self.spec.input.scale != 1.0:
+            x *= np.float32(self.spec.input.scale)
+        return x

@@ -100,6 +100,7 @@ class TriageSummary:
     items_with_faces: int = 0
     likely_minor_faces: int = 0
     explicit: int = 0
+    indexed: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
 
     @property
@@ -132,6 +133,7 @@ class TriageSummary:
             "items_with_faces": self.items_with_faces,
             "likely_minor_faces": self.likely_minor_faces,
             "explicit": self.explicit,
+            "indexed": self.indexed,
             "interrupted": self.interrupted,
         }
 
@@ -842,6 +844,11 @@ def triage(
                 if status == "done":
                     store.mark_archives_complete(str(evidence), the_pass.archives_done)
                     finalize(store, settings, summary)
+                    from heroes.pipeline.indexing import update_indexes
+
+                    summary.indexed = update_indexes(
+                        store, case_dir, min_quality=settings.pdq.min_quality
+                    )
                 store.finish_run(run_id, summary.to_dict(), status)
             return summary
     finally:

@@ -1,0 +1,147 @@
+"""The case's search indexes, kept up to date with its store.
+
+``CASE/index/`` holds one FAISS index per kind and model: ``face-MODEL`` and ``scene-MODEL``
+(cosine over the ``vectors`` table) and ``pdq`` (Hamming over image PDQ hashes and video keyframe
+hashes). ``state.json`` records how far each index has read the store, so a resumed or extended
+case adds what is new instead of rebuilding; ``rebuild=True`` starts over (after files changed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from heroes.index import BinaryIndex, FloatIndex, Meta, hashes_from_hex
+from heroes.store.db import CaseStore
+from heroes.store.schema import ItemRow, VectorRow
+
+INDEX_DIR = "index"
+STATE_FILE = "state.json"
+_CHUNK = 20_000
+
+
+def index_root(case_dir: Path) -> Path:
+    return Path(case_dir) / INDEX_DIR
+
+
+def _state(root: Path) -> dict[str, Any]:
+    p = root / STATE_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _save_state(root: Path, state: dict[str, Any]) -> None:
+    tmp = root / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    tmp.replace(root / STATE_FILE)
+
+
+def case_name(case_dir: Path) -> str:
+    return str(Path(case_dir).resolve())
+
+
+def update_indexes(
+    store: CaseStore, case_dir: Path, *, min_quality: int = 50, rebuild: bool = False
+) -> dict[str, int]:
+    """Add the vectors and PDQ hashes the indexes have not seen; returns rows added per index."""
+    root = index_root(case_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    state = {} if rebuild else _state(root)
+    name = case_name(case_dir)
+    added: dict[str, int] = {}
+    with store.session() as s:
+        models = s.execute(select(VectorRow.kind, VectorRow.model).distinct()).all()
+    for kind, model in models:
+        key = f"{kind}-{model}"
+        added[key] = _update_float(store, root / key, key, kind, model, name, state, rebuild)
+    added["pdq"] = _update_pdq(store, root / "pdq", name, state, min_quality, rebuild)
+    _save_state(root, state)
+    return added
+
+
+def _update_float(
+    store: CaseStore,
+    path: Path,
+    key: str,
+    kind: str,
+    model: str,
+    name: str,
+    state: dict[str, Any],
+    rebuild: bool,
+) -> int:
+    last = int(state.get(key, 0))
+    index: FloatIndex | None = None
+    if path.exists() and not rebuild and last > 0:
+        index = FloatIndex.load(path, mmap=False)
+    n = 0
+    while True:
+        with store.session() as s:
+            rows = s.execute(
+                select(
+                    VectorRow.id,
+                    VectorRow.item_id,
+                    VectorRow.frame_time,
+                    VectorRow.bbox,
+                    VectorRow.ref,
+                    VectorRow.dim,
+                    VectorRow.vector,
+                )
+                .where(VectorRow.kind == kind, VectorRow.model == model, VectorRow.id > last)
+                .order_by(VectorRow.id)
+                .limit(_CHUNK)
+            ).all()
+        if not rows:
+            break
+        dim = int(rows[0].dim)
+        if index is None:
+            index = FloatIndex(dim)
+        vecs = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
+        metas = [
+            Meta(name, int(r.item_id), r.frame_time, tuple(r.bbox) if r.bbox else None, r.ref)  # type: ignore[arg-type]
+            for r in rows
+        ]
+        index.add(vecs, metas)
+        last = int(rows[-1].id)
+        n += len(rows)
+    if index is not None and n:
+        index.save(path)
+    state[key] = last
+    return n
+
+
+def _update_pdq(
+    store: CaseStore, path: Path, name: str, state: dict[str, Any], min_quality: int, rebuild: bool
+) -> int:
+    last = int(state.get("pdq", 0))
+    index: BinaryIndex | None = None
+    if path.exists() and not rebuild and last > 0:
+        index = BinaryIndex.load(path, mmap=False)
+    hexes: list[str] = []
+    metas: list[Meta] = []
+    with store.session() as s:
+        rows = s.execute(
+            select(ItemRow.id, ItemRow.pdq, ItemRow.pdq_quality, ItemRow.video, ItemRow.status)
+            .where(ItemRow.id > last)
+            .order_by(ItemRow.id)
+        ).all()
+    for item_id, pdq, quality, video, status in rows:
+        last = max(last, int(item_id))
+        if status == "duplicate":
+            continue
+        if pdq and (quality or 0) >= min_quality:
+            hexes.append(pdq)
+            metas.append(Meta(name, int(item_id)))
+        for kf in (video or {}).get("keyframes", []):
+            if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
+                hexes.append(kf["pdq"])
+                metas.append(Meta(name, int(item_id), frame_time=kf.get("time")))
+    if hexes:
+        if index is None:
+            index = BinaryIndex()
+        index.add(hashes_from_hex(hexes), metas)
+        index.save(path)
+    state["pdq"] = last
+    return len(hexes)

@@ -1,0 +1,358 @@
+"""Search one case or many: by face, by scene, by PDQ hash; and the identities of a case.
+
+A query image is embedded the way the pass embeds evidence (decoded at the same working size, the
+same detector, landmarks, face and scene models), the case indexes are searched and merged by
+score, and every hit is resolved to its item (path, frame time, box).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from heroes.config import Settings, get_settings
+from heroes.index import (
+    BinaryIndex,
+    FloatIndex,
+    Hit,
+    Identities,
+    cluster_faces,
+    hashes_from_hex,
+    search_many,
+)
+from heroes.pipeline.decode import load_rgb
+from heroes.pipeline.indexing import case_name, index_root, update_indexes
+from heroes.pipeline.infer import Analyzer, InferOptions
+from heroes.store.db import CaseStore
+from heroes.store.schema import ItemRow, VectorRow
+
+IDENTITIES_FILE = "identities.json"
+
+
+class SearchError(ValueError):
+    """A query that cannot be answered (no face in the query image, no such index, bad hash)."""
+
+
+@dataclass
+class SearchHit:
+    rank: int
+    score: float
+    distance: float
+    case: str
+    item_id: int
+    path: str | None
+    frame_time: float | None
+    bbox: list[float] | None
+    query_face: int | None = None
+    query_bbox: list[float] | None = None
+    kind: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+def _stores(cases: Sequence[Path], settings: Settings) -> dict[str, CaseStore]:
+    return {case_name(c): CaseStore(Path(c), settings.db_url, create=False) for c in cases}
+
+
+def _ensure_indexes(
+    cases: Sequence[Path], stores: dict[str, CaseStore], settings: Settings
+) -> None:
+    for c in cases:
+        update_indexes(stores[case_name(c)], Path(c), min_quality=settings.pdq.min_quality)
+
+
+def _resolve(
+    hits: list[tuple[Hit, int | None, list[float] | None]], stores: dict[str, CaseStore], kind: str
+) -> list[SearchHit]:
+    by_case: dict[str, set[int]] = {}
+    for h, _qf, _qb in hits:
+        by_case.setdefault(h.meta.case, set()).add(h.meta.item_id)
+    paths: dict[tuple[str, int], str] = {}
+    for case, ids in by_case.items():
+        store = stores.get(case)
+        if store is None:
+            continue
+        with store.session() as s:
+            for item_id, path in s.execute(
+                select(ItemRow.id, ItemRow.path).where(ItemRow.id.in_(sorted(ids)))
+            ):
+                paths[(case, item_id)] = path
+    out = []
+    for rank, (h, qf, qb) in enumerate(hits, start=1):
+        m = h.meta
+        out.append(
+            SearchHit(
+                rank=rank,
+                score=round(float(h.score), 6),
+                distance=round(float(h.distance), 6),
+                case=m.case,
+                item_id=int(m.item_id),
+                path=paths.get((m.case, m.item_id)),
+                frame_time=m.frame_time,
+                bbox=list(m.bbox) if m.bbox else None,
+                query_face=qf,
+                query_bbox=qb,
+                kind=kind,
+                extra={"face_id": m.ref} if m.ref else {},
+            )
+        )
+    return out
+
+
+def _load_float(cases: Sequence[Path], key: str) -> list[FloatIndex]:
+    out = []
+    for c in cases:
+        p = index_root(Path(c)) / key
+        if p.exists():
+            out.append(FloatIndex.load(p))
+    return out
+
+
+def _query_image(image: Path | bytes, settings: Settings) -> np.ndarray:
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    rgb, _info = load_rgb(
+        data, working_size=settings.working_size, max_pixels=settings.limits.max_pixels
+    )
+    return rgb
+
+
+def search_faces(
+    cases: Sequence[Path], image: Path | bytes, *, k: int = 10, settings: Settings | None = None
+) -> list[SearchHit]:
+    """Every face of the query image searched in the cases' face indexes; hits of all query faces
+    merged by score, each naming the query face it answers (``query_face``, ``query_bbox``)."""
+    settings = settings or get_settings()
+    stores = _stores(cases, settings)
+    try:
+        _ensure_indexes(cases, stores, settings)
+        analyzer = Analyzer(
+            InferOptions(scene_embed=None, face_embed=settings.face_model, device=settings.device)
+        )
+        (res,) = analyzer.analyze([_query_image(image, settings)], [None])
+        vecs = [v for v in res.vectors if v["kind"] == "face"]
+        if not vecs:
+            raise SearchError("no face found in the query image")
+        indexes = _load_float(cases, f"face-{settings.face_model}")
+        if not indexes:
+            return []
+        q = np.stack([v["vector"] for v in vecs]).astype(np.float32)
+        per_query = search_many(indexes, q, k)
+        merged: list[tuple[Hit, int | None, list[float] | None]] = []
+        for qi, hits in enumerate(per_query):
+            merged += [(h, qi, list(vecs[qi]["bbox"])) for h in hits]
+        merged.sort(key=lambda t: -t[0].score)
+        return _resolve(merged[: k * len(vecs)], stores, "face")
+    finally:
+        for s in stores.values():
+            s.close()
+
+
+def search_scene(
+    cases: Sequence[Path],
+    image: Path | bytes,
+    *,
+    k: int = 10,
+    settings: Settings | None = None,
+    recheck: bool = False,
+) -> list[SearchHit]:
+    """The query image's scene embedding searched in the cases' scene indexes.
+
+    With ``recheck`` (the SIFT-VLAD model only), the hits whose file is on disk are re-ordered
+    by geometric agreement (RANSAC inliers) with the query."""
+    settings = settings or get_settings()
+    stores = _stores(cases, settings)
+    try:
+        _ensure_indexes(cases, stores, settings)
+        analyzer = Analyzer(
+            InferOptions(detector=None, scene_embed=settings.scene_model, device=settings.device)
+        )
+        rgb = _query_image(image, settings)
+        (res,) = analyzer.analyze([rgb], [None])
+        indexes = _load_float(cases, f"scene-{settings.scene_model}")
+        if not indexes or not res.vectors:
+            return []
+        q = np.asarray(res.vectors[0]["vector"], dtype=np.float32)[None]
+        if not np.any(q):
+            raise SearchError("the query image has no local features to compare (flat or empty)")
+        hits = _resolve([(h, None, None) for h in search_many(indexes, q, k)[0]], stores, "scene")
+        if recheck and settings.scene_model == "scene-vlad":
+            hits = _recheck(rgb, hits, stores, settings)
+        return hits
+    finally:
+        for s in stores.values():
+            s.close()
+
+
+def _recheck(
+    query: np.ndarray, hits: list[SearchHit], stores: dict[str, CaseStore], settings: Settings
+) -> list[SearchHit]:
+    from heroes.models.scene_embed import SceneEmbedder, geometric_inliers
+
+    emb = SceneEmbedder()
+    qk, qd = emb.features(query)
+    for h in hits:
+        h.extra["inliers"] = None
+        store = stores.get(h.case)
+        if store is None or h.path is None or "!/" in h.path or h.frame_time is not None:
+            continue
+        with store.session() as s:
+            ev = s.execute(select(ItemRow.evidence).where(ItemRow.id == h.item_id)).scalar()
+        src = Path(ev) / h.path if ev and Path(ev).is_dir() else Path(ev or "")
+        try:
+            rgb = _query_image(src.read_bytes(), settings)
+        except (OSError, ValueError):
+            continue
+        ck, cd = emb.features(rgb)
+        h.extra["inliers"] = int(geometric_inliers(qk, qd, ck, cd))
+    hits.sort(key=lambda h: (-(h.extra.get("inliers") or -1), -h.score))
+    for r, h in enumerate(hits, start=1):
+        h.rank = r
+    return hits
+
+
+def search_pdq(
+    cases: Sequence[Path],
+    *,
+    pdq: str | None = None,
+    similar_to: int | None = None,
+    image: Path | bytes | None = None,
+    max_distance: int = 31,
+    settings: Settings | None = None,
+) -> list[SearchHit]:
+    """Images and video frames within ``max_distance`` of a PDQ hash, of an item of the first
+    case (``similar_to``), or of an image (all 8 rotations and mirrors of it)."""
+    settings = settings or get_settings()
+    stores = _stores(cases, settings)
+    try:
+        _ensure_indexes(cases, stores, settings)
+        variants: list[np.ndarray] = []
+        if pdq is not None:
+            try:
+                variants = [hashes_from_hex([pdq.strip().lower()])]
+            except ValueError as exc:
+                raise SearchError(f"not a PDQ hash: {pdq!r} ({exc})") from exc
+        elif similar_to is not None:
+            store = stores[case_name(cases[0])]
+            with store.session() as s:
+                row = s.execute(
+                    select(ItemRow.pdq, ItemRow.video).where(ItemRow.id == similar_to)
+                ).first()
+            if row is None:
+                raise SearchError(f"no item {similar_to} in {cases[0]}")
+            hexes = (
+                [row.pdq]
+                if row.pdq
+                else [kf["pdq"] for kf in (row.video or {}).get("keyframes", []) if kf.get("pdq")]
+            )
+            if not hexes:
+                raise SearchError(f"item {similar_to} has no PDQ hash")
+            variants = [hashes_from_hex(hexes)]
+        elif image is not None:
+            import pdqhash
+
+            rgb = _query_image(image, settings)
+            dihedral, _q = pdqhash.compute_dihedral(rgb)
+            variants = [np.packbits(np.asarray(dihedral, dtype=np.uint8).reshape(8, 256), axis=1)]
+        else:
+            raise SearchError("give a PDQ hash, an item id or an image")
+        indexes = []
+        for c in cases:
+            p = index_root(Path(c)) / "pdq"
+            if p.exists():
+                indexes.append(BinaryIndex.load(p))
+        if not indexes:
+            return []
+        per_index = [ix.range_search_variants(variants, max_distance)[0] for ix in indexes]
+        hits = sorted(
+            (h for hs in per_index for h in hs),
+            key=lambda h: (h.distance, h.meta.case, h.meta.item_id),
+        )
+        found = [(h, None, None) for h in hits]
+        return _resolve(found, stores, "pdq")
+    finally:
+        for s in stores.values():
+            s.close()
+
+
+# identities -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Person:
+    identity: int
+    faces: int
+    files: int
+    videos: int
+    examples: list[str]
+
+
+def persons(
+    case: Path,
+    *,
+    min_faces: int = 3,
+    min_similarity: float | None = None,
+    settings: Settings | None = None,
+) -> list[Person]:
+    """Group the case's faces into identities (ids kept across runs) and describe each."""
+    settings = settings or get_settings()
+    store = CaseStore(Path(case), settings.db_url, create=False)
+    try:
+        with store.session() as s:
+            rows = s.execute(
+                select(VectorRow.ref, VectorRow.item_id, VectorRow.dim, VectorRow.vector)
+                .where(VectorRow.kind == "face", VectorRow.model == settings.face_model)
+                .order_by(VectorRow.id)
+            ).all()
+            media = dict(s.execute(select(ItemRow.id, ItemRow.media_type)).all())
+            paths = dict(s.execute(select(ItemRow.id, ItemRow.path)).all())
+        root = index_root(Path(case))
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / IDENTITIES_FILE
+        previous = Identities.load(path) if path.is_file() else None
+        if not rows:
+            return []
+        dim = int(rows[0].dim)
+        vecs = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
+        kw: dict[str, Any] = {"min_faces": min_faces}
+        if min_similarity is not None:
+            kw["min_similarity"] = min_similarity
+        ident = cluster_faces(
+            vecs,
+            [r.ref for r in rows],
+            items=[int(r.item_id) for r in rows],
+            previous=previous,
+            **kw,
+        )
+        ident.save(path)
+        return describe(ident, media, paths)
+    finally:
+        store.close()
+
+
+def describe(ident: Identities, media: dict[int, str], paths: dict[int, str]) -> list[Person]:
+    out = []
+    for identity in ident.ids():
+        refs = ident.refs(identity)
+        items = sorted({int(ident.items.get(r, r.split("-")[0])) for r in refs})
+        kinds = Counter(media.get(i) for i in items)
+        out.append(
+            Person(
+                identity,
+                len(refs),
+                len(items),
+                kinds.get("video", 0),
+                [paths.get(i, "?") for i in items[:3]],
+            )
+        )
+    out.sort(key=lambda p: (-p.faces, p.identity))
+    return out
