@@ -100,7 +100,9 @@ def main() -> None:
                 "mean_kib": round(nbytes / args.files / 1024, 1),
                 "workers": Settings(workers=args.workers).workers or None,
                 "files_per_s": {
-                    "plain_loop (same stages, one process, no store)": round(args.files / t_plain, 1),
+                    "plain_loop (same stages, one process, no store)": round(
+                        args.files / t_plain, 1
+                    ),
                     "heroes triage (all stages + store + finalize)": round(
                         args.files / t_heroes, 1
                     ),

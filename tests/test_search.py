@@ -1,0 +1,171 @@
+"""Search by face, scene and PDQ over triaged benign cases; identities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import skimage.data as data
+from PIL import Image
+from typer.testing import CliRunner
+
+from heroes.cli import app
+from heroes.config import Settings
+from heroes.demo import build_demo, jpeg_bytes, sample_photos
+from heroes.pipeline.runner import triage
+from heroes.search import SearchError, persons, search_faces, search_pdq, search_scene
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("search")
+    paths = build_demo(base / "seizure", base / "hashsets")
+    s = Settings(workers=2)
+    triage(paths["seizure"], base / "case", settings=s)
+    # a second case without the left stereo view, for the scene query and cross-case merging
+    other = base / "other"
+    other.mkdir()
+    photos = sample_photos()
+    for name in ("motorcycle_right", "coffee", "china", "rocket", "hubble", "chelsea"):
+        (other / f"{name}.jpg").write_bytes(jpeg_bytes(photos[name]))
+    triage(other, base / "case2", settings=s)
+    queries = base / "queries"
+    queries.mkdir()
+    astro, coffee = data.astronaut(), data.coffee().copy()
+    coffee[50:250, 100:300] = astro[40:240, 130:330]  # the astronaut's face pasted on a coffee cup
+    Image.fromarray(coffee).save(queries / "composite.jpg", quality=92)
+    Image.fromarray(photos["motorcycle_left"]).save(queries / "left.jpg", quality=92)
+    small = Image.fromarray(photos["china"][:, ::-1]).resize((320, 213))
+    small.save(queries / "china_flipped_small.jpg", quality=80)
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(queries / "grey.png")
+    return {
+        "base": base,
+        "case": base / "case",
+        "case2": base / "case2",
+        "q": queries,
+        "seizure": paths["seizure"],
+    }
+
+
+def test_composite_finds_the_astronaut_photo_first(cases: dict[str, Any]) -> None:
+    hits = search_faces([cases["case"]], cases["q"] / "composite.jpg", k=5)
+    assert hits[0].path in {
+        "DCIM/100DEMO/IMG_0000_astronaut.jpg",
+        "Downloads/photos.zip!/album/astronaut.png",
+    }
+    assert hits[0].score > 0.95 and hits[0].query_face == 0 and hits[0].bbox
+    cam = [h for h in hits if h.path == "DCIM/100DEMO/IMG_0001_camera.jpg"]
+    assert not cam or cam[0].score < hits[0].score
+
+
+def test_a_face_in_a_video_is_found_with_its_frame_time(cases: dict[str, Any]) -> None:
+    hits = search_faces([cases["case"]], cases["q"] / "composite.jpg", k=10)
+    video = [h for h in hits if h.path == "misc/clip.mp4"]
+    assert video and all(1.0 <= h.frame_time < 3.0 for h in video)
+
+
+def test_query_without_a_face_is_a_clear_error(cases: dict[str, Any]) -> None:
+    with pytest.raises(SearchError, match="no face"):
+        search_faces([cases["case"]], cases["q"] / "grey.png")
+
+
+def test_other_stereo_view_is_the_top_scene_hit(cases: dict[str, Any]) -> None:
+    hits = search_scene([cases["case2"]], cases["q"] / "left.jpg", k=3)
+    assert hits[0].path == "motorcycle_right.jpg"
+    rechecked = search_scene([cases["case2"]], cases["q"] / "left.jpg", k=3, recheck=True)
+    assert rechecked[0].path == "motorcycle_right.jpg" and rechecked[0].extra["inliers"] > 50
+
+
+def test_flipped_and_resized_copies_are_found_by_pdq(cases: dict[str, Any]) -> None:
+    hits = search_pdq([cases["case"]], image=cases["q"] / "china_flipped_small.jpg")
+    paths = {h.path for h in hits}
+    assert {"DCIM/100DEMO/IMG_0007_china.jpg", "Downloads/china_small.jpg"} <= paths
+    assert all(h.distance <= 31 for h in hits)
+    china = next(h for h in hits if h.path == "DCIM/100DEMO/IMG_0007_china.jpg")
+    by_item = search_pdq([cases["case"]], similar_to=china.item_id)
+    assert "Downloads/china_small.jpg" in {h.path for h in by_item}
+
+
+def test_pdq_hex_query_and_bad_hex(cases: dict[str, Any]) -> None:
+    from heroes.pipeline.decode import analyze_image
+
+    pdq = analyze_image((cases["seizure"] / "DCIM/100DEMO/IMG_0004_rocket.jpg").read_bytes()).pdq
+    hits = search_pdq([cases["case"]], pdq=pdq, max_distance=0)
+    assert {"DCIM/100DEMO/IMG_0004_rocket.jpg"} <= {h.path for h in hits}
+    with pytest.raises(SearchError):
+        search_pdq([cases["case"]], pdq="zz")
+
+
+def test_several_cases_are_searched_and_merged_by_score(cases: dict[str, Any]) -> None:
+    hits = search_scene([cases["case"], cases["case2"]], cases["q"] / "left.jpg", k=4)
+    assert {Path(h.case).name for h in hits} == {"case", "case2"}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+
+
+def test_cli_search_jsonl_carries_the_contract_fields(cases: dict[str, Any]) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            str(cases["case"]),
+            "--face",
+            str(cases["q"] / "composite.jpg"),
+            "--format",
+            "jsonl",
+            "--k",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert lines
+    for x in lines:
+        assert {
+            "rank",
+            "score",
+            "case",
+            "item_id",
+            "path",
+            "frame_time",
+            "bbox",
+            "query_face",
+        } <= set(x)
+    everything = runner.invoke(
+        app,
+        [
+            "search",
+            str(cases["base"]),
+            "--all",
+            "--scene",
+            str(cases["q"] / "left.jpg"),
+            "--format",
+            "jsonl",
+        ],
+    )
+    assert everything.exit_code == 0, everything.output
+    assert len({json.loads(x)["case"] for x in everything.stdout.splitlines()}) == 2
+    bad = runner.invoke(app, ["search", str(cases["case"]), "--face", "x.jpg", "--scene", "y.jpg"])
+    assert bad.exit_code == 2
+
+
+def test_persons_groups_the_astronaut_apart_from_the_cameraman(cases: dict[str, Any]) -> None:
+    people = persons(cases["case"], min_faces=2)
+    assert len(people) == 1
+    p = people[0]
+    assert p.faces >= 4 and p.videos == 1
+    assert all("camera" not in e for e in p.examples)
+    again = persons(cases["case"], min_faces=2)
+    assert [q.identity for q in again] == [p.identity], "ids are stable across re-runs"
+    result = runner.invoke(
+        app, ["persons", str(cases["case"]), "--min-faces", "2", "--format", "jsonl"]
+    )
+    assert (
+        result.exit_code == 0
+        and json.loads(result.stdout.splitlines()[0])["identity"] == p.identity
+    )
