@@ -9,13 +9,18 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install install-gpu system-deps demo test bench clean
 
-# Debian packages: FFmpeg development libraries (vpdq builds against them) and hashdeep (benchmark baseline).
+# Debian packages: FFmpeg development libraries (vpdq builds against them), hashdeep (benchmark
+# baseline) and PostgreSQL (the store tests start a throw-away server).
+DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
+	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql
+
 system-deps:
-	@if command -v apt-get >/dev/null 2>&1 && ! pkg-config --exists libavformat 2>/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends \
-	    pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
-	    libswresample-dev libswscale-dev libavutil-dev hashdeep; \
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
 	fi
 
 $(STAMP): pyproject.toml requirements-models.txt

@@ -338,17 +338,34 @@ def persons(
     min_similarity: Annotated[
         float | None, typer.Option(help="Cosine to join two faces (0.80).")
     ] = None,
+    recluster: Annotated[bool, typer.Option(help="Cluster again even if no face is new.")] = False,
+    merge: Annotated[
+        tuple[int, int] | None, typer.Option(help="Merge person B into person A: --merge A B.")
+    ] = None,
+    split: Annotated[int | None, typer.Option(help="Move --faces out of this person.")] = None,
+    faces: Annotated[
+        str | None, typer.Option(help="Face ids for --split, comma-separated.")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or jsonl.")] = "table",
 ) -> None:
-    """Group the case's faces into identities (ids stay stable across runs)."""
+    """Group the case's faces into identities (ids stay stable across runs); merge and split."""
     from dataclasses import asdict
 
     from heroes.search import persons as find_persons
     from heroes.store.db import StoreError
 
+    if (split is None) != (faces is None):
+        raise _fail("--split PERSON needs --faces FACE_ID,...")
     try:
-        people = find_persons(case, min_faces=min_faces, min_similarity=min_similarity)
-    except StoreError as exc:
+        people = find_persons(
+            case,
+            min_faces=min_faces,
+            min_similarity=min_similarity,
+            recluster=recluster,
+            merge=merge,
+            split=(split, faces.split(",")) if split is not None and faces else None,
+        )
+    except (StoreError, ValueError, KeyError) as exc:
         raise _fail(str(exc)) from exc
     if fmt == "jsonl":
         for p in people:

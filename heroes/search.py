@@ -301,9 +301,16 @@ def persons(
     *,
     min_faces: int = 3,
     min_similarity: float | None = None,
+    recluster: bool = False,
+    merge: tuple[int, int] | None = None,
+    split: tuple[int, Sequence[str]] | None = None,
     settings: Settings | None = None,
 ) -> list[Person]:
-    """Group the case's faces into identities (ids kept across runs) and describe each."""
+    """The case's identities, with ids kept across runs.
+
+    Faces are clustered again only when the case has faces the last clustering did not see, when
+    the settings changed, or when asked (``recluster``): so manual ``merge``/``split`` edits stay
+    until new evidence arrives (and even then steer which ids the new clusters keep)."""
     settings = settings or get_settings()
     store = CaseStore(Path(case), settings.db_url, create=False)
     try:
@@ -319,22 +326,38 @@ def persons(
         root.mkdir(parents=True, exist_ok=True)
         path = root / IDENTITIES_FILE
         previous = Identities.load(path) if path.is_file() else None
-        if not rows:
-            return []
-        dim = int(rows[0].dim)
-        vecs = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
-        kw: dict[str, Any] = {"min_faces": min_faces}
+        wanted = {"min_faces": min_faces}
         if min_similarity is not None:
-            kw["min_similarity"] = min_similarity
-        ident = cluster_faces(
-            vecs,
-            [r.ref for r in rows],
-            items=[int(r.item_id) for r in rows],
-            previous=previous,
-            **kw,
+            wanted["min_similarity"] = min_similarity
+        seen = previous.params.get("faces_seen") if previous else None
+        stale = (
+            previous is None
+            or recluster
+            or seen != len(rows)
+            or any(previous.params.get(k) != v for k, v in wanted.items())
         )
+        ident = previous
+        if stale and rows:
+            dim = int(rows[0].dim)
+            vecs = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(
+                len(rows), dim
+            )
+            ident = cluster_faces(
+                vecs,
+                [r.ref for r in rows],
+                items=[int(r.item_id) for r in rows],
+                previous=previous,
+                **wanted,  # type: ignore[arg-type]
+            )
+            ident.params["faces_seen"] = len(rows)
+        if ident is None:
+            return []
+        if merge is not None:
+            ident.merge(*merge)
+        if split is not None:
+            ident.split(split[0], list(split[1]))
         ident.save(path)
-        return describe(ident, media, paths)
+        return [p for p in describe(ident, media, paths) if p.faces >= 1]
     finally:
         store.close()
 

@@ -169,3 +169,29 @@ def test_persons_groups_the_astronaut_apart_from_the_cameraman(cases: dict[str, 
         result.exit_code == 0
         and json.loads(result.stdout.splitlines()[0])["identity"] == p.identity
     )
+
+
+def test_merge_and_split_survive_until_new_faces_arrive(cases: dict[str, Any]) -> None:
+    people = {p.identity: p for p in persons(cases["case"], min_faces=1, recluster=True)}
+    astro = max(people.values(), key=lambda p: p.faces)
+    cam = next(p for p in people.values() if p.identity != astro.identity)
+    merged = persons(cases["case"], min_faces=1, merge=(astro.identity, cam.identity))
+    assert [p.faces for p in merged] == [astro.faces + cam.faces]
+    kept = persons(cases["case"], min_faces=1)
+    assert [p.identity for p in kept] == [astro.identity], "no new face: the merge stays"
+    cam_face = next(f["face_id"] for f in _faces_of(cases, "DCIM/100DEMO/IMG_0001_camera.jpg"))
+    split = persons(cases["case"], min_faces=1, split=(astro.identity, [cam_face]))
+    assert sorted(p.faces for p in split) == [1, astro.faces]
+    bad = runner.invoke(app, ["persons", str(cases["case"]), "--split", "0"])
+    assert bad.exit_code == 2
+
+
+def _faces_of(cases: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    from heroes.pipeline.report import records
+    from heroes.store import CaseStore
+
+    store = CaseStore(cases["case"], create=False)
+    try:
+        return next(r["faces"] for r in records(store) if r["path"] == path)
+    finally:
+        store.close()

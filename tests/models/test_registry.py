@@ -186,3 +186,27 @@ def test_injected_session_is_used_without_touching_the_registry(tmp_path: Path) 
     model = OnnxModel(spec_for(tmp_path / "elsewhere.onnx", "f" * 64), session=sess)
     (out,) = model.run(np.ones((2, 3, 4, 4), np.float32))
     assert out.shape == (2, 3)
+
+
+def test_cli_fetch_downloads_a_model_named_by_a_user_manifest(
+    http_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from heroes.cli import app
+
+    base, root = http_server
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("HEROES_MODEL_DIR", str(models))
+    served = tiny_model(root / "net.onnx")
+    sha = hashlib.sha256(served.read_bytes()).hexdigest()
+    (models / "net.toml").write_text(
+        f'name = "net"\ntask = "scene_embed"\nfile = "net.onnx"\nsha256 = "{sha}"\n'
+        f'licence = "CC0-1.0"\nurl = "{base}/net.onnx"\n'
+    )
+    result = CliRunner().invoke(app, ["models", "fetch", "net"])
+    assert result.exit_code == 0, result.output
+    assert (models / "net.onnx").read_bytes() == served.read_bytes()
+    missing = CliRunner().invoke(app, ["models", "fetch", "nope"])
+    assert missing.exit_code == 2 and "unknown model" in missing.output
