@@ -28,6 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from heroes.files import sha256_file
+
 
 class ModelError(RuntimeError):
     """A model cannot be found, verified or loaded."""
@@ -159,14 +161,6 @@ def package_file(ref: str) -> Path | None:
     return None
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _verified: dict[tuple[str, int, int], str] = {}
 _lock = threading.Lock()
 
@@ -180,7 +174,7 @@ def verify(path: Path, expected: str | None) -> None:
     with _lock:
         digest = _verified.get(key)
         if digest is None:
-            digest = sha256_of(path)
+            digest = sha256_file(path)
             _verified[key] = digest
     if digest != expected.lower():
         raise ChecksumError(

@@ -36,6 +36,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from heroes.config import Settings, get_settings
+from heroes.files import sha256_file
 from heroes.pipeline.analyze import AnalyzeOptions, analyze_media
 from heroes.pipeline.discover import Entry, walk
 from heroes.pipeline.hashsets import open_hashset
@@ -51,7 +52,7 @@ from heroes.pipeline.identify import (
 )
 from heroes.pipeline.infer import InferOptions
 from heroes.pipeline.matching import nearest_within, visual_groups
-from heroes.store.db import CaseStore, StoreError, file_sha256, pdq_matrix
+from heroes.store.db import CaseStore, StoreError, pdq_matrix
 from heroes.store.schema import ItemRow
 
 #: files on disk up to this size are read once and kept in memory for decoding
@@ -154,7 +155,7 @@ def import_hashsets(
     its SHA-256). Returns (name, entries, rejected, newly_imported) per file."""
     out = []
     for path in paths:
-        digest = file_sha256(path)
+        digest = sha256_file(path)
         row = store.hashset_with_source(digest)
         if row is not None:
             out.append((row.name, row.entries, row.rejected, False))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import skimage.data as data
-from sklearn.datasets import load_sample_images
 
+from heroes.demo import sample_photos
 from heroes.models.detect import Detector, Letterbox, letterbox
 
 
@@ -17,19 +17,8 @@ def detector() -> Detector:
 
 def benign_photos() -> dict[str, np.ndarray]:
     gray = lambda a: np.stack([a] * 3, axis=-1)  # noqa: E731
-    china, flower = load_sample_images().images
-    left, right, _ = data.stereo_motorcycle()
     return {
-        "astronaut": data.astronaut(),
-        "camera": gray(data.camera()),
-        "coffee": data.coffee(),
-        "chelsea": data.chelsea(),
-        "rocket": data.rocket(),
-        "motorcycle_left": left,
-        "motorcycle_right": right,
-        "china": china,
-        "flower": flower,
-        "hubble": data.hubble_deep_field(),
+        **sample_photos(),
         "horse": gray(data.horse().astype(np.uint8) * 255),
         "coins": gray(data.coins()),
         "immunohistochemistry": data.immunohistochemistry(),
