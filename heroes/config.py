@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="cpu | cuda | tensorrt (default: best installed)")
     scene_model: str = Field("scene-vlad", description="scene embedding model (manifest name)")
     face_model: str = Field("dlib-face-resnet", description="face identity model (manifest name)")
+    decode_hook: str | None = Field(
+        None, description="module:function called in the worker before each file is decoded"
+    )
     nudity_threshold: float = Field(0.5, ge=0, le=1, description="explicit at or above this score")
     limits: Limits = Field(default_factory=Limits)
     pdq: PdqSettings = Field(default_factory=PdqSettings)

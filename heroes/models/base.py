@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,19 @@ from numpy.typing import NDArray
 
 from heroes.models import registry, runtime
 from heroes.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+_OOM_WORDS = ("out of memory", "failed to allocate", "cudaerrormemoryallocation", "bad_alloc")
+
+
+class OutOfMemory(RuntimeError):
+    """A model input does not fit in the device's memory even alone."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(w in text for w in _OOM_WORDS)
 
 
 class OnnxModel:
@@ -56,13 +70,31 @@ class OnnxModel:
     def run(self, batch: NDArray[np.float32]) -> list[NDArray[np.float32]]:
         """Run the network on a prepared input batch, in chunks of ``max_batch``."""
         sess = self.load()
-        name = self.spec.input.name
         if len(batch) == 0:
             return []
         outs: list[list[NDArray[np.float32]]] = []
         for i in range(0, len(batch), self.max_batch):
-            outs.append(sess.run(None, {name: np.ascontiguousarray(batch[i : i + self.max_batch])}))
+            outs.extend(self._run_chunk(sess, batch[i : i + self.max_batch]))
         return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+    def _run_chunk(self, sess: Any, chunk: NDArray[np.float32]) -> list[list[NDArray[np.float32]]]:
+        """Run one chunk; when the device runs out of memory, halve it and try again, down to
+        single images, and raise :class:`OutOfMemory` only when even one image does not fit."""
+        try:
+            return [sess.run(None, {self.spec.input.name: np.ascontiguousarray(chunk)})]
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            if len(chunk) == 1:
+                raise OutOfMemory(
+                    f"{self.spec.name}: out of memory on a single input: {exc}"
+                ) from exc
+            half = len(chunk) // 2
+            self.max_batch = max(1, half)
+            log.warning(
+                "%s: out of memory at batch %d, retrying at %d", self.spec.name, len(chunk), half
+            )
+            return self._run_chunk(sess, chunk[:half]) + self._run_chunk(sess, chunk[half:])
 
     def normalise(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """[N,H,W,3] RGB uint8 -> [N,3,H,W] float32 as the manifest says (colour, mean, scale)."""

@@ -25,6 +25,25 @@ class AnalyzeOptions:
     max_video_seconds: float = 14400.0
     models: InferOptions | None = None
     nudity_threshold: float = 0.5
+    decode_hook: str | None = None
+
+
+def _hook(ref: str | None) -> Any:
+    """A user decode hook, ``package.module:function(media_type, data, path)``, run in the worker
+    before the built-in decoders (e.g. a lab's own format check). Loaded once per process."""
+    if ref is None:
+        return None
+    cached = _hooks.get(ref)
+    if cached is None:
+        import importlib
+
+        module, _, attr = ref.partition(":")
+        cached = getattr(importlib.import_module(module), attr)
+        _hooks[ref] = cached
+    return cached
+
+
+_hooks: dict[str, Any] = {}
 
 
 _analyzer: Analyzer | None = None
@@ -46,7 +65,10 @@ def _infer(
     analyzer = _models(opts)
     if analyzer is None or not frames:
         return {}
-    results = analyzer.analyze(frames, times, scale)
+    try:
+        results = analyzer.analyze(frames, times, scale)
+    except Exception as exc:  # out of memory, a broken model: this file's record says so
+        return {"status": "error", "error": f"inference failed: {type(exc).__name__}: {exc}"}
     faces, nudity = summarise(results, opts.nudity_threshold)
     vectors: list[dict[str, Any]] = []
     offset = 0
@@ -80,6 +102,9 @@ def analyze_media(
     from heroes.pipeline.video import VideoAnalysis, analyze_video
 
     try:
+        hook = _hook(opts.decode_hook)
+        if hook is not None:
+            hook(media_type, data, fs_path)
         if media_type == MEDIA_IMAGE:
             if data is None:
                 assert fs_path is not None

@@ -312,6 +312,7 @@ class _Pass:
             max_video_seconds=settings.limits.max_video_seconds,
             models=models,
             nudity_threshold=settings.nudity_threshold,
+            decode_hook=settings.decode_hook,
         )
         with store.session() as s:
             self.next_id = (

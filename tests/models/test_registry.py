@@ -210,3 +210,32 @@ def test_cli_fetch_downloads_a_model_named_by_a_user_manifest(
     assert (models / "net.onnx").read_bytes() == served.read_bytes()
     missing = CliRunner().invoke(app, ["models", "fetch", "nope"])
     assert missing.exit_code == 2 and "unknown model" in missing.output
+
+
+class _SmallDevice:
+    """A session stand-in whose device holds at most ``limit`` inputs per run."""
+
+    def __init__(self, real: object, limit: int) -> None:
+        self.real, self.limit, self.sizes = real, limit, []
+
+    def run(self, names, feeds):  # type: ignore[no-untyped-def]
+        n = len(next(iter(feeds.values())))
+        self.sizes.append(n)
+        if n > self.limit:
+            raise RuntimeError("CUDA failure 2: out of memory; failed to allocate 1 GiB")
+        return self.real.run(names, feeds)  # type: ignore[attr-defined]
+
+
+def test_out_of_memory_retries_with_smaller_batches_then_fails_clearly(tmp_path: Path) -> None:
+    from heroes.models.base import OutOfMemory
+
+    path = tiny_model(tmp_path / "t.onnx")
+    real = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dev = _SmallDevice(real, limit=3)
+    model = OnnxModel(spec_for(path, None), session=dev)
+    (out,) = model.run(np.ones((10, 3, 4, 4), np.float32))
+    assert out.shape == (10, 3) and np.allclose(out, 32.0)
+    assert max(n for n in dev.sizes[1:]) <= 5 and model.max_batch <= 3
+    none_fit = OnnxModel(spec_for(path, None), session=_SmallDevice(real, limit=0))
+    with pytest.raises(OutOfMemory, match="single input"):
+        none_fit.run(np.ones((4, 3, 4, 4), np.float32))

@@ -153,3 +153,21 @@ def test_kill_9_then_same_command_completes_without_loss_or_double_count(tmp_pat
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths)) == n
     assert all(r["status"] == "ok" and r["pdq"] for r in rows)
+
+
+def test_a_file_that_kills_its_worker_becomes_an_error_and_the_pass_goes_on(tmp_path: Path) -> None:
+    from crash_hook import MARKER
+
+    ev = _seizure(tmp_path / "ev", 8)
+    poison = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
+    buf = io.BytesIO()
+    poison.save(buf, "JPEG", comment=MARKER)
+    (ev / "poison.jpg").write_bytes(buf.getvalue())
+    s = Settings(workers=2, models=False, decode_hook="crash_hook:crash_on_marker")
+    summary = triage(ev, tmp_path / "case", settings=s)
+    rows = {r["path"]: r for r in _rows(tmp_path / "case")}
+    assert len(rows) == 9 and summary.new == 9
+    assert rows["poison.jpg"]["status"] == "error"
+    assert "decoder crashed" in rows["poison.jpg"]["error"]
+    assert rows["poison.jpg"]["sha256"], "the hashes are kept"
+    assert all(r["status"] == "ok" and r["pdq"] for p, r in rows.items() if p != "poison.jpg")
