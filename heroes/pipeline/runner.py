@@ -495,14 +495,16 @@ class _Pass:
         ctx.set_forkserver_preload(["heroes.pipeline.analyze"])
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
 
-        def settle_decodes(block: bool) -> None:
+        def settle_decodes(block: bool, broken_pool: bool = False) -> None:
             nonlocal pool
-            if not decoding:
-                return
-            done, _ = wait(
-                list(decoding), timeout=None if block else 0, return_when=FIRST_COMPLETED
-            )
             broken: list[tuple[dict[str, Any], bool, tuple[Any, ...]]] = []
+            if not decoding and not broken_pool:
+                return
+            done: set[Future[dict[str, Any]]] = set()
+            if decoding:
+                done, _ = wait(
+                    list(decoding), timeout=None if block else 0, return_when=FIRST_COMPLETED
+                )
             for fut in done:
                 row, new, args = decoding.pop(fut)
                 try:
@@ -511,7 +513,7 @@ class _Pass:
                     broken.append((row, new, args))
                     continue
                 self._finish_decode(row, fields, new)
-            if broken:
+            if broken or broken_pool:
                 # A worker died (a native crash in a decoder): every in-flight file is suspect.
                 # Each is retried alone in a fresh process; one that kills it again becomes an
                 # error record, the others get their results, and the pass goes on.
@@ -532,7 +534,14 @@ class _Pass:
                 data = row.pop("_decode")
                 fs = str(entry.fs_path) if data is None and entry.fs_path else None
                 args = (row["media_type"], data, fs, self.opts)
-                decoding[pool.submit(analyze_media, *args)] = (row, upd is None, args)
+                try:
+                    fut = pool.submit(analyze_media, *args)
+                except BrokenProcessPool:
+                    # the pool broke between two submissions: settle what was in flight (each
+                    # suspect file alone), which also replaces the pool, then submit again
+                    settle_decodes(block=True, broken_pool=True)
+                    fut = pool.submit(analyze_media, *args)
+                decoding[fut] = (row, upd is None, args)
                 while len(decoding) > 2 * window:
                     settle_decodes(block=True)
             else:
