@@ -36,6 +36,8 @@ class OnnxModel:
     """
 
     max_batch = 64
+    #: chunk size on CPU, where large batches only cost cache (None: same as ``max_batch``)
+    cpu_max_batch: int | None = None
 
     def __init__(
         self,
@@ -61,6 +63,9 @@ class OnnxModel:
                 self._session = runtime.session(
                     registry.resolve(self.spec), device=self._device, threads=self._threads
                 )
+                on_cpu = self._session.get_providers()[0] == "CPUExecutionProvider"
+                if on_cpu and self.cpu_max_batch is not None:
+                    self.max_batch = min(self.max_batch, self.cpu_max_batch)
         return self._session
 
     @property
