@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO
+from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, open_evidence
 from heroes.pipeline.infer import Analyzer, InferOptions, summarise
 
 
@@ -108,7 +108,8 @@ def analyze_media(
         if media_type == MEDIA_IMAGE:
             if data is None:
                 assert fs_path is not None
-                data = Path(fs_path).read_bytes()
+                with open_evidence(Path(fs_path)) as f:
+                    data = f.read()
             keep = opts.models is not None
             img = analyze_image(
                 data, working_size=opts.working_size, max_pixels=opts.max_pixels, keep_pixels=keep
