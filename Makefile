@@ -49,6 +49,7 @@ demo: install
 	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
 
 test: install
+	$(BIN)/ruff check heroes tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -63,6 +63,9 @@ def triage(
         typer.Option("--known-good", help="Known-good hash set (NSRL is always known-good)."),
     ] = None,
     workers: Annotated[int, typer.Option(help="Decode processes (0: one per core).")] = 0,
+    models: Annotated[
+        bool | None, typer.Option(help="Run the models (default on; HEROES_MODELS).")
+    ] = None,
     retry_errors: Annotated[
         bool, typer.Option(help="Process files that failed before again.")
     ] = False,
@@ -82,6 +85,8 @@ def triage(
         if not hs.is_file():
             raise _fail(f"hash set not found: {hs}")
     settings = Settings(workers=workers)
+    if models is not None:
+        settings = settings.model_copy(update={"models": models})
     show = sys.stderr.isatty() if progress is None else progress
     try:
         summary = run_triage(

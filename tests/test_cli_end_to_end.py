@@ -391,3 +391,20 @@ def test_queue_command_prints_the_head_with_reasons(demo: dict[str, Any]) -> Non
     lines = [json.loads(x) for x in result.stdout.splitlines()]
     assert [x["rank"] for x in lines] == [1, 2, 3]
     assert all(x["why"] for x in lines)
+
+
+def test_no_models_flag_ingests_without_inference(demo: dict[str, Any], tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "triage",
+            str(demo["seizure"] / "DCIM"),
+            "--case",
+            str(tmp_path / "c"),
+            "--no-models",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["models"] == {} and summary["faces"] == 0 and summary["new"] == 10
