@@ -109,24 +109,12 @@ def versions() -> dict[str, str]:
 
 
 def sample_photos() -> dict[str, Image]:
-    import skimage.data as data
-    from sklearn.datasets import load_sample_images
+    """The demo's benign photos (one motorcycle view is enough here)."""
+    from heroes.demo import sample_photos as demo_photos
 
-    def rgb(gray: NDArray[Any]) -> Image:
-        return np.ascontiguousarray(np.stack([gray] * 3, axis=-1))
-
-    china, flower = load_sample_images().images
-    return {
-        "astronaut": data.astronaut(),
-        "camera": rgb(data.camera()),
-        "coffee": data.coffee(),
-        "chelsea": data.chelsea(),
-        "rocket": data.rocket(),
-        "stereo_motorcycle": data.stereo_motorcycle()[0],
-        "hubble_deep_field": data.hubble_deep_field(),
-        "china": china,
-        "flower": flower,
-    }
+    photos = demo_photos()
+    photos.pop("motorcycle_right")
+    return {name: np.ascontiguousarray(a) for name, a in photos.items()}
 
 
 def web_size(image: Image, side: int = SIDE) -> Image:
