@@ -18,7 +18,7 @@ import fcntl
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -814,7 +814,6 @@ def triage(
     known_good: Sequence[Path] = (),
     progress: bool = False,
     retry_errors: bool = False,
-    on_entry: Callable[[Entry], None] | None = None,
 ) -> TriageSummary:
     """Triage one evidence root into a case folder. Re-running it resumes."""
     settings = settings or get_settings()
@@ -841,8 +840,6 @@ def triage(
             status = "done"
             try:
                 entries = walk(evidence, settings.limits, skip_archive=the_pass.skip_archive)
-                if on_entry is not None:
-                    entries = _tap(entries, on_entry)
                 the_pass.run(entries)
             except KeyboardInterrupt:
                 the_pass.flush(force=True)
@@ -897,9 +894,3 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
 def _ort_threads(settings: Settings) -> int:
     workers = settings.workers or (os.cpu_count() or 1)
     return max(1, (os.cpu_count() or 1) // workers)
-
-
-def _tap(entries: Iterator[Entry], fn: Callable[[Entry], None]) -> Iterator[Entry]:
-    for e in entries:
-        fn(e)
-        yield e
