@@ -29,7 +29,7 @@ from heroes.index import (
 from heroes.pipeline.decode import load_rgb
 from heroes.pipeline.indexing import case_name, index_root, update_indexes
 from heroes.pipeline.infer import Analyzer, InferOptions
-from heroes.store.db import CaseStore
+from heroes.store.db import CaseStore, decode_vectors
 from heroes.store.schema import ItemRow, VectorRow
 
 IDENTITIES_FILE = "identities.json"
@@ -338,10 +338,7 @@ def persons(
         )
         ident = previous
         if stale and rows:
-            dim = int(rows[0].dim)
-            vecs = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(
-                len(rows), dim
-            )
+            vecs = decode_vectors([r.vector for r in rows], int(rows[0].dim))
             ident = cluster_faces(
                 vecs,
                 [r.ref for r in rows],

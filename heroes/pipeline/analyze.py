@@ -14,6 +14,7 @@ import numpy as np
 
 from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, open_evidence
 from heroes.pipeline.infer import Analyzer, InferOptions, summarise
+from heroes.store.db import encode_vector
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +75,15 @@ def _infer(
     offset = 0
     for r in results:
         for v in r.vectors:
-            vec = np.asarray(v["vector"], dtype="<f4")
+            vec = encode_vector(v["vector"])
             vectors.append(
                 {
                     "kind": v["kind"],
                     "model": v["model"],
                     "frame_time": r.frame_time,
                     "bbox": v.get("bbox"),
-                    "dim": int(vec.size),
-                    "vector": vec.tobytes(),
+                    "dim": int(np.size(v["vector"])),
+                    "vector": vec,
                     "face": offset + v["face_index"] if "face_index" in v else None,
                 }
             )

@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 
 from heroes.index import BinaryIndex, FloatIndex, Meta, hashes_from_hex
-from heroes.store.db import CaseStore
+from heroes.store.db import CaseStore, decode_vectors
 from heroes.store.schema import ItemRow, VectorRow
 
 INDEX_DIR = "index"
@@ -98,7 +97,7 @@ def _update_float(
         dim = int(rows[0].dim)
         if index is None:
             index = FloatIndex(dim)
-        vecs = np.frombuffer(b"".join(r.vector for r in rows), dtype="<f4").reshape(len(rows), dim)
+        vecs = decode_vectors([r.vector for r in rows], dim)
         metas = [
             Meta(name, int(r.item_id), r.frame_time, tuple(r.bbox) if r.bbox else None, r.ref)  # type: ignore[arg-type]
             for r in rows

@@ -37,6 +37,7 @@ from sqlalchemy import select, update
 
 from heroes.config import Settings, get_settings
 from heroes.files import sha256_file
+from heroes.index import hashes_from_hex
 from heroes.pipeline.analyze import AnalyzeOptions, analyze_media
 from heroes.pipeline.discover import Entry, walk
 from heroes.pipeline.hashsets import open_hashset
@@ -52,7 +53,7 @@ from heroes.pipeline.identify import (
 )
 from heroes.pipeline.infer import InferOptions
 from heroes.pipeline.matching import nearest_within, visual_groups
-from heroes.store.db import CaseStore, StoreError, pdq_matrix
+from heroes.store.db import CaseStore, StoreError
 from heroes.store.schema import ItemRow
 
 #: files on disk up to this size are read once and kept in memory for decoding
@@ -665,13 +666,14 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                 hashes.append(kf["pdq"])
                 owners.append(item_id)
                 times.append(kf.get("time"))
-    mat = pdq_matrix(hashes)
+    mat = hashes_from_hex(hashes)
     own = np.asarray(owners, dtype=np.int64)
 
     # Known-bad PDQ matches, for items that no hash matched. The references are the PDQ hashes of
     # the hash sets and of this case's own files that a hash set names exactly (its MD5 list may
     # carry no PDQ): a recompressed, resized or filmed copy of a known file is found either way.
-    refs_hs, ref_rows = store.pdq_entries()
+    ref_rows = store.pdq_entries()
+    refs_hs = hashes_from_hex([e.pdq for e in ref_rows])
     sets = store.hashsets()
     case_bad = [
         (i, p, km)
@@ -683,7 +685,7 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
         and (q or 0) >= min_q
         and st != "duplicate"
     ]
-    refs = np.concatenate([refs_hs, pdq_matrix([p for _, p, _ in case_bad])])
+    refs = np.concatenate([refs_hs, hashes_from_hex([p for _, p, _ in case_bad])])
     ref_match: list[dict[str, Any]] = [
         _known_match(sets[e.hashset_id], e.category, e.label, "pdq", 0) for e in ref_rows
     ] + [{**km, "via_item": i} for i, _p, km in case_bad]

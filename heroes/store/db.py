@@ -20,6 +20,19 @@ DB_FILE = "case.db"
 _INSERT_CHUNK = 5000
 
 
+VECTOR_DTYPE = "<f4"
+
+
+def encode_vector(vector: NDArray[np.floating]) -> bytes:
+    """An embedding as stored in ``vectors.vector``: little-endian float32."""
+    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def decode_vectors(blobs: Sequence[bytes], dim: int) -> NDArray[np.float32]:
+    """Stored embeddings back to a [N, dim] float32 matrix."""
+    return np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), dim)
+
+
 class StoreError(RuntimeError):
     """The case store cannot be opened or written."""
 
@@ -288,16 +301,10 @@ class CaseStore:
             out.append((self.hashsets()[e.hashset_id], e, method))
         return out
 
-    def pdq_entries(self) -> tuple[NDArray[np.uint8], list[HashEntryRow]]:
-        """All PDQ hashes of all hash sets, as a packed [M, 32] array and their rows."""
+    def pdq_entries(self) -> list[HashEntryRow]:
+        """Every hash-set entry that carries a PDQ hash."""
         with self.session() as s:
             rows = list(
                 s.execute(select(HashEntryRow).where(HashEntryRow.pdq.is_not(None))).scalars()
             )
-        return pdq_matrix([r.pdq for r in rows]), rows
-
-
-def pdq_matrix(hexes: Sequence[str]) -> NDArray[np.uint8]:
-    if not hexes:
-        return np.zeros((0, 32), dtype=np.uint8)
-    return np.frombuffer(bytes.fromhex("".join(hexes)), dtype=np.uint8).reshape(len(hexes), 32)
+        return rows
