@@ -8,7 +8,8 @@ score, and every hit is resolved to its item (path, frame time, box).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,15 +61,18 @@ class SearchHit:
         return d
 
 
-def _stores(cases: Sequence[Path], settings: Settings) -> dict[str, CaseStore]:
-    return {case_name(c): CaseStore(Path(c), settings.db_url, create=False) for c in cases}
-
-
-def _ensure_indexes(
-    cases: Sequence[Path], stores: dict[str, CaseStore], settings: Settings
-) -> None:
-    for c in cases:
-        update_indexes(stores[case_name(c)], Path(c), min_quality=settings.pdq.min_quality)
+@contextmanager
+def _open_cases(cases: Sequence[Path], settings: Settings) -> Iterator[dict[str, CaseStore]]:
+    """The cases' stores, by case name, with their indexes brought up to date (a no-op when the
+    last triage already did it), closed afterwards."""
+    stores = {case_name(c): CaseStore(Path(c), settings.db_url, create=False) for c in cases}
+    try:
+        for c in cases:
+            update_indexes(stores[case_name(c)], Path(c), min_quality=settings.pdq.min_quality)
+        yield stores
+    finally:
+        for store in stores.values():
+            store.close()
 
 
 def _resolve(
@@ -132,9 +136,7 @@ def search_faces(
     """Every face of the query image searched in the cases' face indexes; hits of all query faces
     merged by score, each naming the query face it answers (``query_face``, ``query_bbox``)."""
     settings = settings or get_settings()
-    stores = _stores(cases, settings)
-    try:
-        _ensure_indexes(cases, stores, settings)
+    with _open_cases(cases, settings) as stores:
         analyzer = Analyzer(
             InferOptions(scene_embed=None, face_embed=settings.face_model, device=settings.device)
         )
@@ -152,9 +154,6 @@ def search_faces(
             merged += [(h, qi, list(vecs[qi]["bbox"])) for h in hits]
         merged.sort(key=lambda t: -t[0].score)
         return _resolve(merged[: k * len(vecs)], stores, "face")
-    finally:
-        for s in stores.values():
-            s.close()
 
 
 def search_scene(
@@ -170,9 +169,7 @@ def search_scene(
     With ``recheck`` (the SIFT-VLAD model only), the hits whose file is on disk are re-ordered
     by geometric agreement (RANSAC inliers) with the query."""
     settings = settings or get_settings()
-    stores = _stores(cases, settings)
-    try:
-        _ensure_indexes(cases, stores, settings)
+    with _open_cases(cases, settings) as stores:
         analyzer = Analyzer(
             InferOptions(detector=None, scene_embed=settings.scene_model, device=settings.device)
         )
@@ -188,9 +185,6 @@ def search_scene(
         if recheck and settings.scene_model == "scene-vlad":
             hits = _recheck(rgb, hits, stores, settings)
         return hits
-    finally:
-        for s in stores.values():
-            s.close()
 
 
 def _recheck(
@@ -232,9 +226,7 @@ def search_pdq(
     """Images and video frames within ``max_distance`` of a PDQ hash, of an item of the first
     case (``similar_to``), or of an image (all 8 rotations and mirrors of it)."""
     settings = settings or get_settings()
-    stores = _stores(cases, settings)
-    try:
-        _ensure_indexes(cases, stores, settings)
+    with _open_cases(cases, settings) as stores:
         variants: list[np.ndarray] = []
         if pdq is not None:
             try:
@@ -279,9 +271,6 @@ def search_pdq(
         )
         found = [(h, None, None) for h in hits]
         return _resolve(found, stores, "pdq")
-    finally:
-        for s in stores.values():
-            s.close()
 
 
 # identities -----------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def update_indexes(
     """Add the vectors and PDQ hashes the indexes have not seen; returns rows added per index."""
     root = index_root(case_dir)
     root.mkdir(parents=True, exist_ok=True)
-    state = {} if rebuild else _state(root)
+    before = _state(root)
+    state = {} if rebuild else dict(before)
     name = case_name(case_dir)
     added: dict[str, int] = {}
     with store.session() as s:
@@ -57,7 +58,8 @@ def update_indexes(
         key = f"{kind}-{model}"
         added[key] = _update_float(store, root / key, key, kind, model, name, state, rebuild)
     added["pdq"] = _update_pdq(store, root / "pdq", name, state, min_quality, rebuild)
-    _save_state(root, state)
+    if state != before or not (root / STATE_FILE).is_file():
+        _save_state(root, state)  # a search that finds nothing new writes nothing
     return added
 
 
