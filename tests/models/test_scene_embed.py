@@ -27,48 +27,14 @@ from heroes.models.scene_embed import (
     rootsift,
     train_codebook,
 )
+from heroes.models.train_scene_codebook import SKIMAGE_PHOTOS as TRAINING_PHOTOS
+from heroes.models.train_scene_codebook import as_rgb, jpeg
 
-SKIMAGE_PHOTOS = (
-    "astronaut",
-    "camera",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "brick",
-    "grass",
-    "gravel",
-    "coins",
-    "horse",
-    "moon",
-    "page",
-    "text",
-    "retina",
-    "cat",
-    "colorwheel",
-    "logo",
-)
+# the training photos plus ``cat`` (a second copy of ``chelsea``, left out of training)
+SKIMAGE_PHOTOS = (*TRAINING_PHOTOS, "cat")
 # ``cat`` is the same array as ``chelsea``; ``colorwheel`` is smooth gradients where SIFT finds no
 # keypoint at all, so it embeds to the zero vector and cannot be retrieved by design.
 NOT_QUERYABLE = {"cat", "colorwheel"}
-
-
-def _rgb(image: NDArray) -> NDArray[np.uint8]:
-    x = np.asarray(image)
-    if x.dtype == np.bool_:
-        x = x.astype(np.uint8) * 255
-    if x.ndim == 2:
-        x = np.repeat(x[:, :, None], 3, axis=2)
-    if x.shape[2] == 4:
-        a = x[:, :, 3:4].astype(np.float32) / 255.0
-        x = np.rint(x[:, :, :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
-    return np.ascontiguousarray(x, dtype=np.uint8)
-
-
-def _jpeg(image: NDArray[np.uint8], quality: int) -> NDArray[np.uint8]:
-    _, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
 
 
 def _edited_copy(image: NDArray[np.uint8], seed: int) -> NDArray[np.uint8]:
@@ -82,12 +48,12 @@ def _edited_copy(image: NDArray[np.uint8], seed: int) -> NDArray[np.uint8]:
     small = cv2.resize(
         image[y : y + ch, x : x + cw], (round(cw * s), round(ch * s)), interpolation=cv2.INTER_AREA
     )
-    return _jpeg(small, 60)
+    return jpeg(small, 60)
 
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, NDArray[np.uint8]]:
-    out = {name: _rgb(getattr(skimage.data, name)()) for name in SKIMAGE_PHOTOS}
+    out = {name: as_rgb(getattr(skimage.data, name)()) for name in SKIMAGE_PHOTOS}
     china, flower = load_sample_images().images
     out["china"], out["flower"] = china, flower
     return out
