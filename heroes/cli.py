@@ -73,8 +73,38 @@ def triage(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: on a terminal).")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="ray (a Ray Data plan), local (a process pool) or auto (Ray for a cluster "
+            "address or a large seizure). Default: HEROES_ENGINE, else auto."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Join a Ray cluster (auto, HOST:PORT, ray://HOST:10001) instead of "
+            "starting Ray here; its nodes must see the evidence path."
+        ),
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs for Ray started here.", min=1)] = None,
+    gpus: Annotated[
+        int | None, typer.Option(help="GPUs to use (default: detected).", min=0)
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(help="Model actors (default: one per CPU, or per GPU).", min=1)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Files per batch (default 8 on CPU, 32 on GPU).", min=1)
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(help="fused (one CPU stage) or split (CPU decode, GPU models); default auto."),
+    ] = None,
 ) -> None:
-    """Ingest a seizure: discover, hash, match known hash sets, decode, and store every file."""
+    """Ingest a seizure: discover, hash, match known hash sets, decode, run the models, score and
+    rank every file. Runs as a Ray Data plan (embedded, or on a cluster with --address) or in a
+    local process pool; a re-run resumes."""
     from heroes.pipeline.hashsets import HashSetError
     from heroes.pipeline.runner import triage as run_triage
     from heroes.store.db import StoreError
@@ -87,6 +117,26 @@ def triage(
     settings = Settings(workers=workers)
     if models is not None:
         settings = settings.model_copy(update={"models": models})
+    if engine is not None:
+        if engine not in ("auto", "ray", "local"):
+            raise _fail(f"--engine must be auto, ray or local, not {engine!r}")
+        settings = settings.model_copy(update={"engine": engine})
+    if layout is not None and layout not in ("auto", "fused", "split"):
+        raise _fail(f"--layout must be auto, fused or split, not {layout!r}")
+    ray_opts = {
+        k: v
+        for k, v in dict(
+            address=address,
+            cpus=cpus,
+            gpus=gpus,
+            actors=actors,
+            batch_size=batch_size,
+            layout=layout,
+        ).items()
+        if v is not None
+    }
+    if ray_opts:
+        settings = settings.model_copy(update={"ray": settings.ray.model_copy(update=ray_opts)})
     show = sys.stderr.isatty() if progress is None else progress
     try:
         summary = run_triage(
@@ -98,7 +148,7 @@ def triage(
             progress=show and not as_json,
             retry_errors=retry_errors,
         )
-    except (StoreError, HashSetError, FileNotFoundError) as exc:
+    except (StoreError, HashSetError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt:
         err.print("interrupted: what was done is kept; run the same command again to resume")
@@ -137,8 +187,21 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
     out.print(
         f"[bold]case[/] {s['case']}  [bold]evidence[/] {s['evidence']}\n"
         f"{s['new']} new records, {s['already_done']} already done, {s['updated']} updated; "
-        f"{s['bytes'] / 1e6:.1f} MB in {s['elapsed_s']:.1f} s ({s['files_per_s']:.1f} files/s)"
+        f"{s['bytes'] / 1e6:.1f} MB in {s['elapsed_s']:.1f} s ({s['files_per_s']:.1f} files/s"
+        + (f", {s['frames']} frames, {s['frames_per_s']:.1f} frames/s)" if s.get("frames") else ")")
     )
+    ray = s.get("ray")
+    if ray:
+        where = ray["address"] or "embedded"
+        out.print(
+            f"engine: Ray ({where}), {ray['nodes']} node(s), {ray['cpus']} CPUs, "
+            f"{ray['gpus']} GPUs; "
+            f"{ray['layout']} plan, {ray['actors']} model actors, batches of {ray['batch_size']}"
+            + (f"; {ray['redone']} files redone in the driver" if ray["redone"] else ""),
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"engine: {s.get('engine', 'local')} process pool")
     if s["hashsets_imported"]:
         out.print("hash sets imported: " + ", ".join(s["hashsets_imported"]))
     if s["by_type_status"]:

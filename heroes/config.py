@@ -8,6 +8,8 @@ hostile seizure (zip bombs, pixel bombs, symlink loops) cannot exhaust the machi
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +68,32 @@ class ScoringWeights(BaseModel):
         return self.categories.get(scheme or "", {}).get(str(category), self.unknown_category)
 
 
+class RaySettings(BaseModel):
+    """How the Ray engine runs (``HEROES_RAY__...``); every field can also be set on the CLI."""
+
+    address: str | None = Field(
+        None, description="join a running cluster (auto, host:port, ray://...); none: embedded"
+    )
+    cpus: int | None = Field(None, ge=1, description="CPUs for an embedded Ray (default: all)")
+    gpus: int | None = Field(None, ge=0, description="GPUs to use (default: what Ray detects)")
+    actors: int | None = Field(
+        None, ge=1, description="model actors (default: one per CPU, or one per GPU when split)"
+    )
+    batch_size: int | None = Field(None, ge=1, description="files per batch (8 on CPU, 32 on GPU)")
+    layout: Literal["auto", "fused", "split"] = Field(
+        "auto",
+        description="fused: one CPU actor hashes, decodes and infers; split: CPU tasks decode and "
+        "GPU actors infer; auto: split when GPUs are used",
+    )
+    temp_dir: Path | None = Field(
+        None, description="Ray's session folder (default: CASE/.ray, or a short one under TMPDIR)"
+    )
+    object_store_mb: int = Field(1024, ge=100, description="object store of an embedded Ray")
+    min_files: int = Field(
+        300, ge=0, description="engine=auto uses Ray from this many files on (Ray starts in ~4 s)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HEROES_", env_nested_delimiter="__", extra="ignore"
@@ -84,6 +112,10 @@ class Settings(BaseSettings):
         None, description="module:function called in the worker before each file is decoded"
     )
     nudity_threshold: float = Field(0.5, ge=0, le=1, description="explicit at or above this score")
+    engine: Literal["auto", "ray", "local"] = Field(
+        "auto", description="ray: a Ray Data plan; local: a process pool; auto: by seizure size"
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
     limits: Limits = Field(default_factory=Limits)
     pdq: PdqSettings = Field(default_factory=PdqSettings)
     scoring: ScoringWeights = Field(default_factory=ScoringWeights)

@@ -48,12 +48,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "--known-good",
             str(hs / "known-good.csv"),
             "--json",
-            "--workers",
+            "--engine",
+            "ray",
+            "--cpus",
             "2",
         ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert summary["engine"] == "ray" and summary["ray"]["redone"] == 0
     out = base / "items.jsonl"
     exported = runner.invoke(app, ["export", str(case), "--format", "jsonl", "-o", str(out)])
     assert exported.exit_code == 0, exported.output

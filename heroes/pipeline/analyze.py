@@ -91,14 +91,44 @@ def _infer(
     return {"faces": faces, "nudity": nudity, "_vectors": vectors}
 
 
+@dataclass(slots=True)
+class Decoded:
+    """What decoding one file gave: record fields, and the frames the models still have to see
+    (``frames`` is empty when no model runs or nothing decoded)."""
+
+    fields: dict[str, Any]
+    frames: list[Any]
+    times: list[float | None]
+    scale: float = 1.0
+
+
 def analyze_media(
     media_type: str, data: bytes | None, fs_path: str | None, opts: AnalyzeOptions
 ) -> dict[str, Any]:
-    """Decode one image or video and return the record fields it fills.
+    """Decode one image or video, run the models on it, and return the record fields it fills.
 
     Never raises for bad content: a file that cannot be decoded returns ``status='error'`` with a
     readable reason, and the caller keeps the hashes it already has.
     """
+    return infer_decoded(decode_media(media_type, data, fs_path, opts), opts)
+
+
+def infer_decoded(dec: Decoded, opts: AnalyzeOptions) -> dict[str, Any]:
+    """The models' fields for frames decoded here or elsewhere (a CPU worker); ``_frames`` counts
+    the frames the models saw."""
+    if not dec.frames:
+        return dec.fields
+    return {
+        **dec.fields,
+        **_infer(opts, dec.frames, dec.times, dec.scale),
+        "_frames": len(dec.frames),
+    }
+
+
+def decode_media(
+    media_type: str, data: bytes | None, fs_path: str | None, opts: AnalyzeOptions
+) -> Decoded:
+    """Decode one image or video: record fields, plus working-size frames when models run."""
     from heroes.pipeline.decode import DecodeError, ImageAnalysis, analyze_image
     from heroes.pipeline.video import VideoAnalysis, analyze_video
 
@@ -123,8 +153,8 @@ def analyze_media(
                 "exif": img.exif,
             }
             if img.pixels is not None:
-                out.update(_infer(opts, [img.pixels], [None], img.width / img.pixels.shape[1]))
-            return out
+                return Decoded(out, [img.pixels], [None], img.width / img.pixels.shape[1])
+            return Decoded(out, [], [])
         if media_type == MEDIA_VIDEO:
             source: bytes | Path = data if data is not None else Path(str(fs_path))
             vid = analyze_video(
@@ -137,13 +167,13 @@ def analyze_media(
             )
             rec = vid.to_record()
             out = {"video": rec, "width": vid.width, "height": vid.height}
+            if vid.truncated:
+                out["error"] = f"video partly decoded: {vid.truncated}"
             kept = [k for k in vid.keyframes if k.pixels is not None]
             if kept:
                 scale = (vid.width or kept[0].pixels.shape[1]) / kept[0].pixels.shape[1]
-                out.update(_infer(opts, [k.pixels for k in kept], [k.time for k in kept], scale))
-            if vid.truncated:
-                out["error"] = f"video partly decoded: {vid.truncated}"
-            return out
+                return Decoded(out, [k.pixels for k in kept], [k.time for k in kept], scale)
+            return Decoded(out, [], [])
     except DecodeError as exc:
         out = {"status": "error", "error": str(exc)}
         partial = getattr(exc, "partial", None)
@@ -158,9 +188,10 @@ def analyze_media(
             )
         elif isinstance(partial, VideoAnalysis):
             out.update(video=partial.to_record(), width=partial.width, height=partial.height)
-        return out
+        return Decoded(out, [], [])
     except MemoryError:
-        return {"status": "error", "error": "decode failed: out of memory"}
+        return Decoded({"status": "error", "error": "decode failed: out of memory"}, [], [])
     except Exception as exc:  # a decoder bug must cost one record, not the run
-        return {"status": "error", "error": f"decode failed: {type(exc).__name__}: {exc}"}
-    return {}
+        err = f"decode failed: {type(exc).__name__}: {exc}"
+        return Decoded({"status": "error", "error": err}, [], [])
+    return Decoded({}, [], [])

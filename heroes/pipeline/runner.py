@@ -104,6 +104,12 @@ class TriageSummary:
     explicit: int = 0
     indexed: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    engine: str = "local"
+    frames: int = 0
+    #: files done per Ray node, and files the driver redid after the plan lost them
+    nodes: Counter[str] = field(default_factory=Counter)
+    redone: int = 0
+    ray: dict[str, Any] = field(default_factory=dict)
 
     @property
     def files_per_second(self) -> float:
@@ -137,6 +143,12 @@ class TriageSummary:
             "explicit": self.explicit,
             "indexed": self.indexed,
             "interrupted": self.interrupted,
+            "engine": self.engine,
+            "frames": self.frames,
+            "frames_per_s": round(self.frames / self.elapsed, 2) if self.elapsed > 0 else 0.0,
+            "ray": {**self.ray, "files_per_node": dict(self.nodes), "redone": self.redone}
+            if self.engine == "ray"
+            else None,
         }
 
 
@@ -181,18 +193,25 @@ class _Identified:
 
 
 def _identify(entry: Entry, chunk: int) -> _Identified:
+    return identify_source(entry.data, entry.fs_path, bool(entry.archive_kind), chunk)
+
+
+def identify_source(
+    data: bytes | None, fs_path: Path | str | None, is_archive: bool, chunk: int
+) -> _Identified:
+    """Hash and sniff one file (its bytes, or its path read once with ``O_NOATIME``)."""
     try:
-        if entry.data is not None:
-            digests = hash_bytes(entry.data)
-            head, data = entry.data[:512], entry.data
+        if data is not None:
+            digests = hash_bytes(data)
+            head = data[:512]
         else:
-            assert entry.fs_path is not None
-            digests, head, data = hash_file(entry.fs_path, chunk=chunk, keep_up_to=KEEP_BYTES)
+            assert fs_path is not None
+            digests, head, data = hash_file(Path(fs_path), chunk=chunk, keep_up_to=KEEP_BYTES)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return _Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
     sniffed = sniff(head)
-    media = MEDIA_ARCHIVE if entry.archive_kind else sniffed.media_type
+    media = MEDIA_ARCHIVE if is_archive else sniffed.media_type
     return _Identified(digests, media, sniffed.mime, data)
 
 
@@ -244,6 +263,7 @@ class _Progress:
 
     def __init__(self, enabled: bool, total_bytes: int) -> None:
         self.files = 0
+        self.frames = 0
         self._bar: Any = None
         if not enabled:
             return
@@ -262,21 +282,32 @@ class _Progress:
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
-            TextColumn("{task.fields[files]} files, {task.fields[rate]} files/s"),
+            TextColumn(
+                "{task.fields[files]} files, {task.fields[rate]} files/s, "
+                "{task.fields[frate]} frames/s"
+            ),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             transient=False,
         )
-        self._task = self._bar.add_task("triage", total=total_bytes or None, files=0, rate="0")
+        self._task = self._bar.add_task(
+            "triage", total=total_bytes or None, files=0, rate="0", frate="0"
+        )
         self._t0 = time.perf_counter()
         self._bar.start()
 
     def advance(self, nbytes: int, files: int = 1) -> None:
         self.files += files
         if self._bar is not None:
-            rate = self.files / max(1e-6, time.perf_counter() - self._t0)
-            self._bar.update(self._task, advance=nbytes, files=self.files, rate=f"{rate:.0f}")
+            dt = max(1e-6, time.perf_counter() - self._t0)
+            self._bar.update(
+                self._task,
+                advance=nbytes,
+                files=self.files,
+                rate=f"{self.files / dt:.0f}",
+                frate=f"{self.frames / dt:.0f}",
+            )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -582,6 +613,9 @@ class _Pass:
     def _finish_decode(self, row: dict[str, Any], fields: dict[str, Any], new: bool) -> None:
         err = fields.pop("error", None)
         vectors = fields.pop("_vectors", [])
+        frames = fields.pop("_frames", 0)
+        self.summary.frames += frames
+        self.progress.frames += frames
         row.update(fields)
         faces = row.get("faces") or []
         for k, face in enumerate(faces):
@@ -838,7 +872,18 @@ def triage(
             _files, total_bytes = _prescan(evidence) if progress else (0, 0)
             bar = _Progress(progress, total_bytes)
             models = model_plan(settings, summary)
-            the_pass = _Pass(store, evidence, settings, run_id, summary, bar, retry_errors, models)
+            engine = choose_engine(settings, evidence)
+            if engine == "ray":
+                from heroes.pipeline.raypass import RayPass
+
+                the_pass: _Pass = RayPass(
+                    store, evidence, settings, run_id, summary, bar, retry_errors, models
+                )
+                the_pass.case_dir = case_dir  # type: ignore[attr-defined]
+            else:
+                the_pass = _Pass(
+                    store, evidence, settings, run_id, summary, bar, retry_errors, models
+                )
             status = "done"
             try:
                 entries = walk(evidence, settings.limits, skip_archive=the_pass.skip_archive)
@@ -863,6 +908,50 @@ def triage(
             return summary
     finally:
         store.close()
+
+
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None and (
+        importlib.util.find_spec("ray.data") is not None
+    )
+
+
+def choose_engine(settings: Settings, evidence: Path) -> str:
+    """``ray`` or ``local``. Auto picks Ray for a cluster address or a seizure of at least
+    ``ray.min_files`` files (Ray's start costs a few seconds that a small seizure never repays)."""
+    if settings.engine == "local":
+        return "local"
+    if not ray_available():
+        if settings.engine == "ray" or settings.ray.address:
+            raise StoreError("the Ray engine needs ray[data]: pip install 'heroes[ray]'")
+        return "local"
+    if settings.engine == "ray" or settings.ray.address:
+        return "ray"
+    return (
+        "ray"
+        if _count_files(evidence, settings.ray.min_files) >= settings.ray.min_files
+        else "local"
+    )
+
+
+def _count_files(root: Path, stop: int) -> int:
+    """Files under ``root`` (no symlinks followed), counting no further than ``stop``."""
+    if not root.is_dir():
+        return 1
+    n, stack = 0, [root]
+    while stack and n < stop:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(Path(e.path))
+                    else:
+                        n += 1
+        except OSError:
+            continue
+    return n
 
 
 def model_plan(settings: Settings, summary: TriageSummary | None = None) -> InferOptions | None:

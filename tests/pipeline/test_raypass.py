@@ -1,0 +1,293 @@
+"""The Ray engine: same records as the local engine, crash isolation, kill -9 and resume, and a
+simulated multi-node cluster."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heroes.config import RaySettings, Settings
+from heroes.pipeline.raypass import ray_temp_dir, reap_stale_ray
+from heroes.pipeline.report import records
+from heroes.pipeline.runner import choose_engine, triage
+from heroes.store import CaseStore
+
+ray = pytest.importorskip("ray")
+
+HERE = Path(__file__).parent
+
+
+def _jpeg(seed: int, size: int = 48) -> bytes:
+    a = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _seizure(root: Path, n: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        d = root / f"d{i % 5}"
+        d.mkdir(exist_ok=True)
+        (d / f"img_{i:05d}.jpg").write_bytes(_jpeg(i))
+    return root
+
+
+def _mixed(root: Path) -> Path:
+    """Photos, exact copies (on disk and in a zip), a known-good file, an empty file, a text
+    file named .jpg, and a truncated JPEG."""
+    import zipfile
+
+    _seizure(root, 12)
+    shutil.copy(root / "d0/img_00000.jpg", root / "copy_a.jpg")
+    shutil.copy(root / "d0/img_00000.jpg", root / "copy_b.jpg")
+    (root / "good.jpg").write_bytes(_jpeg(999))
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.jpg").write_text("not a picture")
+    (root / "cut.jpg").write_bytes(_jpeg(7, 128)[:300])
+    with zipfile.ZipFile(root / "album.zip", "w") as z:
+        z.writestr("inner/same.jpg", _jpeg(1))
+        z.writestr("inner/new.jpg", _jpeg(500))
+    return root
+
+
+def _rows(case: Path) -> dict[str, dict[str, Any]]:
+    store = CaseStore(case, create=False)
+    try:
+        return {r["path"]: r for r in records(store)}
+    finally:
+        store.close()
+
+
+def _comparable(row: dict[str, Any], copies: set[str]) -> dict[str, Any]:
+    """A record without what differs between two runs: ids, ranks, and, for files with exact
+    copies, which copy is the original (the local engine takes the first found, the Ray engine
+    the first hashed)."""
+    drop = {"id", "item_id", "run_id", "rank", "visual_group", "duplicate_of"}
+    if row.get("sha256") in copies:
+        drop |= {"status", "why", "priority"}
+    out = {k: v for k, v in row.items() if k not in drop}
+    for f in out.get("faces") or []:
+        f.pop("face_id", None)
+    return out
+
+
+def _copies_point_to_one_original(rows: dict[str, dict[str, Any]], sha: str) -> None:
+    group = [r for r in rows.values() if r["sha256"] == sha]
+    originals = [r for r in group if r["status"] != "duplicate"]
+    assert len(originals) == 1
+    assert all(r["duplicate_of"] == originals[0]["id"] for r in group if r is not originals[0])
+
+
+def _ray_settings(**kw: Any) -> Settings:
+    return Settings(engine="ray", models=False, ray=RaySettings(cpus=2, **kw))
+
+
+def test_the_ray_engine_writes_the_same_records_as_the_local_engine(tmp_path: Path) -> None:
+    ev = _mixed(tmp_path / "ev")
+    good = tmp_path / "good.txt"
+    import hashlib
+
+    good.write_text(hashlib.md5((ev / "good.jpg").read_bytes()).hexdigest() + "\n")
+    by_engine = {}
+    for engine in ("local", "ray"):
+        s = Settings(engine=engine, models=False, ray=RaySettings(cpus=2))
+        summary = triage(ev, tmp_path / engine, settings=s, known_good=[good])
+        assert summary.engine == engine
+        by_engine[engine] = _rows(tmp_path / engine)
+    local, on_ray = by_engine["local"], by_engine["ray"]
+    shas = [r["sha256"] for r in local.values() if r["sha256"]]
+    copies = {h for h in shas if shas.count(h) > 1}
+    assert len(copies) == 2
+    assert set(local) == set(on_ray)
+    assert len(on_ray) == 12 + 7 + 2 + 1  # files, extra files, zip members, the zip
+    for path in local:
+        assert _comparable(on_ray[path], copies) == _comparable(local[path], copies), path
+    for sha in copies:
+        _copies_point_to_one_original(on_ray, sha)
+    assert on_ray["good.jpg"]["status"] == "known_good"
+    assert on_ray["empty.jpg"]["status"] == "skipped"
+    assert on_ray["cut.jpg"]["status"] == "error" and on_ray["notes.jpg"]["status"] == "error"
+
+
+def test_ray_summary_names_the_plan_and_where_files_went(tmp_path: Path) -> None:
+    ev = _seizure(tmp_path / "ev", 20)
+    summary = triage(ev, tmp_path / "case", settings=_ray_settings(batch_size=4)).to_dict()
+    r = summary["ray"]
+    assert summary["engine"] == "ray" and summary["new"] == 20
+    assert r["layout"] == "fused" and r["actors"] == 2 and r["batch_size"] == 4
+    assert sum(r["files_per_node"].values()) == 20 and r["redone"] == 0
+    # embedded Ray kept its session under the case (or a short folder named after it)
+    tmp = ray_temp_dir(tmp_path / "case", Settings())
+    assert r["temp_dir"] == str(tmp) and any(tmp.glob("session_*"))
+    assert not ray.is_initialized(), "the embedded Ray is stopped after the pass"
+
+
+def test_split_plan_runs_the_models_in_their_own_actors(tmp_path: Path) -> None:
+    from heroes.demo import sample_photos
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    photos = sample_photos()
+    for name in ("astronaut", "coffee", "rocket"):
+        Image.fromarray(photos[name]).save(ev / f"{name}.jpg", quality=90)
+    s = Settings(engine="ray", scene_model="", ray=RaySettings(cpus=2, layout="split"))
+    summary = triage(ev, tmp_path / "case", settings=s).to_dict()
+    assert summary["ray"]["layout"] == "split" and summary["frames"] == 3
+    rows = _rows(tmp_path / "case")
+    faces = rows["astronaut.jpg"]["faces"]
+    assert len(faces) == 1 and faces[0]["age"] >= 18
+    assert all(r["nudity"] is not None for r in rows.values())
+
+
+def test_a_file_that_kills_its_ray_worker_becomes_an_error_and_the_pass_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(HERE))
+    from crash_hook import MARKER
+
+    # Ray's workers inherit the driver's environment: let them import the hook
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    ev = _seizure(tmp_path / "ev", 15)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, "JPEG", comment=MARKER)
+    (ev / "poison.jpg").write_bytes(buf.getvalue())
+    (ev / "poison_copy.jpg").write_bytes(buf.getvalue())
+    s = _ray_settings(batch_size=4).model_copy(update={"decode_hook": "crash_hook:crash_on_marker"})
+    summary = triage(ev, tmp_path / "case", settings=s)
+    rows = _rows(tmp_path / "case")
+    assert summary.new == 17 and len(rows) == 17
+    # one of the two identical files was decoded (the first hashed), the other is its copy
+    first, copy = sorted((rows["poison.jpg"], rows["poison_copy.jpg"]), key=lambda r: r["status"])
+    assert first["status"] == "error" and "decoder crashed" in first["error"]
+    assert first["sha256"], "the hashes are kept"
+    assert copy["status"] == "duplicate" and copy["duplicate_of"] == first["id"]
+    others = [r for p, r in rows.items() if not p.startswith("poison")]
+    assert all(r["status"] == "ok" and r["pdq"] for r in others)
+
+
+def _ray_processes(needle: str) -> list[int]:
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle.encode() in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_ray_run_then_the_same_command_completes_it(tmp_path: Path) -> None:
+    n = 1500
+    ev = _seizure(tmp_path / "ev", n)
+    case = tmp_path / "case"
+    cmd = [
+        sys.executable,
+        "-m",
+        "heroes.cli",
+        "triage",
+        str(ev),
+        "--case",
+        str(case),
+        "--json",
+        "--engine",
+        "ray",
+        "--cpus",
+        "2",
+        "--no-models",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = case / "case.db"
+    deadline = time.monotonic() + 180
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+                    done = c.execute("select count(*) from items").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done > 0:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the driver only: Ray's processes are left behind
+    proc.wait()
+    assert 0 < done < n, f"the run was not interrupted part-way ({done} of {n})"
+    tmp = str(ray_temp_dir(case, Settings()))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = _rows(case)
+    assert len(rows) == n
+    assert all(r["status"] == "ok" and r["pdq"] for r in rows.values())
+    import json
+
+    summary = json.loads(again.stdout)
+    assert summary["new"] + summary["already_done"] == n
+    # the processes the killed run left were stopped by the second run, which stopped its own
+    for _ in range(50):
+        if not _ray_processes(tmp):
+            break
+        time.sleep(0.2)
+    assert reap_stale_ray(Path(tmp)) == 0
+
+
+@pytest.mark.slow
+def test_a_simulated_three_node_cluster_shares_the_work_and_loses_nothing(tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    ev = _seizure(tmp_path / "ev", 120)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": 150 * 1024 * 1024,
+            "include_dashboard": False,
+        },
+    )
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, object_store_memory=150 * 1024 * 1024)
+        cluster.wait_for_nodes()
+        s = Settings(
+            engine="auto", models=False, ray=RaySettings(address=cluster.address, batch_size=4)
+        )
+        assert choose_engine(s, ev) == "ray"
+        summary = triage(ev, tmp_path / "case", settings=s).to_dict()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    per_node = summary["ray"]["files_per_node"]
+    assert summary["ray"]["nodes"] == 3 and summary["ray"]["actors"] == 3
+    assert len(per_node) == 3, per_node
+    assert all(v > 0 for v in per_node.values()) and sum(per_node.values()) == 120
+    rows = _rows(tmp_path / "case")
+    assert len(rows) == 120 and all(r["status"] == "ok" for r in rows.values())
+
+
+def test_auto_engine_uses_ray_only_for_large_seizures(tmp_path: Path) -> None:
+    ev = _seizure(tmp_path / "ev", 6)
+    small = Settings(ray=RaySettings(min_files=10))
+    assert choose_engine(small, ev) == "local"
+    assert choose_engine(Settings(ray=RaySettings(min_files=6)), ev) == "ray"
+    assert choose_engine(Settings(engine="local", ray=RaySettings(min_files=0)), ev) == "local"
+
+
+def test_ray_temp_dir_is_in_the_case_unless_its_sockets_would_not_fit(tmp_path: Path) -> None:
+    assert ray_temp_dir(Path("/cases/c1"), Settings()) == Path("/cases/c1/.ray")
+    deep = Path("/cases/" + "x" * 80)
+    short = ray_temp_dir(deep, Settings())
+    assert not str(short).startswith(str(deep)) and len(str(short)) < 60
+    assert ray_temp_dir(deep, Settings(ray=RaySettings(temp_dir=tmp_path))) == tmp_path
