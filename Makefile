@@ -44,7 +44,7 @@ demo: install
 	$(BIN)/python -m heroes.demo build demo/seizure
 	$(BIN)/heroes triage demo/seizure --case demo/case \
 	  --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-bad.pdq.txt \
-	  --known-good demo/seizure-hashsets/known-good.csv
+	  --known-good demo/seizure-hashsets/known-good.csv --engine ray
 	$(BIN)/heroes queue demo/case --top 10
 	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
 

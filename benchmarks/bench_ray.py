@@ -259,9 +259,7 @@ def ray_plan(
             ds = ray.data.from_items([{"path": str(p)} for p in paths])
         else:
             read_cpus = 0.25 if tuned else 1
-            ds = ray.data.read_binary_files(
-                str(directory), include_paths=False, num_cpus=read_cpus
-            )
+            ds = ray.data.read_binary_files(str(directory), include_paths=False, num_cpus=read_cpus)
         numpy_args: dict[str, Any] = {"batch_format": "numpy"}
         if tuned:
             numpy_args["zero_copy_batch"] = True

@@ -76,8 +76,9 @@ def triage(
     engine: Annotated[
         str | None,
         typer.Option(
-            help="ray (a Ray Data plan), local (a process pool) or auto (Ray for a cluster "
-            "address or a large seizure). Default: HEROES_ENGINE, else auto."
+            help="ray (a Ray Data plan, the default), local (a process pool; faster for small "
+            "seizures on one machine) or auto (Ray for a cluster address or a large seizure). "
+            "Default: HEROES_ENGINE, else ray."
         ),
     ] = None,
     address: Annotated[

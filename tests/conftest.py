@@ -13,3 +13,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if "HEROES_MODEL_DIR" not in os.environ:
         os.environ["HEROES_MODEL_DIR"] = tempfile.mkdtemp(prefix="heroes-models-")
     os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="heroes-cache-"))
+    # Ray takes seconds to start: tests of other parts use the local engine, which makes the same
+    # records (tests/pipeline/test_raypass.py compares them); Ray tests and the end-to-end test
+    # ask for the Ray engine themselves.
+    os.environ.setdefault("HEROES_ENGINE", "local")

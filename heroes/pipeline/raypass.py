@@ -30,6 +30,7 @@ import queue
 import signal
 import tempfile
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -368,7 +369,7 @@ def ray_temp_dir(case_dir: Path, settings: Settings) -> Path:
 def reap_stale_ray(temp_dir: Path) -> int:
     """Stop Ray processes that a killed run of this case left behind (they name the same temp dir
     on their command line). Returns how many were signalled."""
-    needle = str(temp_dir).encode()
+    needle = (str(temp_dir).rstrip("/") + "/").encode()
     me, uid, n = os.getpid(), os.getuid(), 0
     for pid_dir in Path("/proc").glob("[0-9]*"):
         try:
@@ -474,9 +475,7 @@ def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, c
     # ends). The feed's refs are small and its one read task lasts the whole pass, so blocks must
     # be small for refs to flow; the driver keeps enough refs in flight to fill several.
     ctx.target_max_block_size = BLOCK_BYTES
-    ds = ray.data.read_datasource(
-        _feed_source(feed, 256), override_num_blocks=1, num_cpus=0
-    )
+    ds = ray.data.read_datasource(_feed_source(feed, 256), override_num_blocks=1, num_cpus=0)
     if plan.layout == "fused":
         # ORT with one thread per actor, one actor per CPU: every stage keeps every core busy
         opts1 = _with_threads(opts, 1, None)
@@ -497,8 +496,8 @@ def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, c
         num_cpus=1,
         batch_size=plan.batch_size,
         batch_format="numpy",
-        # a worker killed by a file is retried until the ledger has singled that file out
-        ray_remote_args_fn=_retry_forever,
+        # Ray Data retries tasks without limit (max_retries=-1): a worker killed by a file is
+        # retried until the ledger has singled that file out
     )
     per_actor_gpu = plan.gpus / plan.actors if plan.gpus else 0
     device = opts.models.device if opts.models else None
@@ -516,10 +515,6 @@ def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, c
         batch_size=plan.batch_size,
         batch_format="numpy",
     )
-
-
-def _retry_forever() -> dict[str, Any]:
-    return {"max_retries": -1}
 
 
 def _opts_dict(opts: AnalyzeOptions) -> dict[str, Any]:
@@ -589,11 +584,14 @@ class RayPass(_Pass):
     def run(self, entries: Iterator[Entry]) -> None:
         import ray
 
+        t0 = time.perf_counter()
         started, tmp = start_ray(self.case_dir, self.settings)
+        self._first: float | None = None
         try:
             plan = plan_for(self.settings, started, tmp)
             self.summary.engine = "ray"
             self.summary.ray = asdict(plan)
+            self.summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
             where = _here()
             feed = ray.remote(Feed).options(num_cpus=0, scheduling_strategy=where).remote()
             ledger = (
@@ -606,6 +604,11 @@ class RayPass(_Pass):
             pump.start()
             try:
                 self._stream(entries, plan, feed, ledger, pump)
+                end = time.perf_counter()
+                if self._first is not None:
+                    # from Ray's start to the first result (actors, models), then the rest
+                    self.summary.ray["first_result_s"] = round(self._first - t0, 2)
+                    self.summary.ray["after_first_s"] = round(end - self._first, 2)
             finally:
                 self.flush(force=True)
         finally:
@@ -678,6 +681,8 @@ class RayPass(_Pass):
         )
 
     def _take(self, packed: np.ndarray, ledger: Any) -> None:
+        if self._first is None:
+            self._first = time.perf_counter()
         done = []
         for b in packed:
             o = pickle.loads(b)

@@ -75,7 +75,7 @@ def _comparable(row: dict[str, Any], copies: set[str]) -> dict[str, Any]:
     """A record without what differs between two runs: ids, ranks, and, for files with exact
     copies, which copy is the original (the local engine takes the first found, the Ray engine
     the first hashed)."""
-    drop = {"id", "item_id", "run_id", "rank", "visual_group", "duplicate_of"}
+    drop = {"item_id", "run_id", "rank", "visual_group", "duplicate_of"}
     if row.get("sha256") in copies:
         drop |= {"status", "why", "priority"}
     out = {k: v for k, v in row.items() if k not in drop}
@@ -88,7 +88,7 @@ def _copies_point_to_one_original(rows: dict[str, dict[str, Any]], sha: str) -> 
     group = [r for r in rows.values() if r["sha256"] == sha]
     originals = [r for r in group if r["status"] != "duplicate"]
     assert len(originals) == 1
-    assert all(r["duplicate_of"] == originals[0]["id"] for r in group if r is not originals[0])
+    assert all(r["duplicate_of"] == originals[0]["item_id"] for r in group if r is not originals[0])
 
 
 def _ray_settings(**kw: Any) -> Settings:
@@ -112,7 +112,7 @@ def test_the_ray_engine_writes_the_same_records_as_the_local_engine(tmp_path: Pa
     copies = {h for h in shas if shas.count(h) > 1}
     assert len(copies) == 2
     assert set(local) == set(on_ray)
-    assert len(on_ray) == 12 + 7 + 2 + 1  # files, extra files, zip members, the zip
+    assert len(on_ray) == 12 + 6 + 1 + 2  # photos, the other files, the zip, its members
     for path in local:
         assert _comparable(on_ray[path], copies) == _comparable(local[path], copies), path
     for sha in copies:
@@ -170,10 +170,11 @@ def test_a_file_that_kills_its_ray_worker_becomes_an_error_and_the_pass_goes_on(
     rows = _rows(tmp_path / "case")
     assert summary.new == 17 and len(rows) == 17
     # one of the two identical files was decoded (the first hashed), the other is its copy
-    first, copy = sorted((rows["poison.jpg"], rows["poison_copy.jpg"]), key=lambda r: r["status"])
+    pair = (rows["poison.jpg"], rows["poison_copy.jpg"])
+    first, copy = sorted(pair, key=lambda r: r["status"] == "duplicate")
     assert first["status"] == "error" and "decoder crashed" in first["error"]
     assert first["sha256"], "the hashes are kept"
-    assert copy["status"] == "duplicate" and copy["duplicate_of"] == first["id"]
+    assert copy["status"] == "duplicate" and copy["duplicate_of"] == first["item_id"]
     others = [r for p, r in rows.items() if not p.startswith("poison")]
     assert all(r["status"] == "ok" and r["pdq"] for r in others)
 
@@ -279,9 +280,10 @@ def test_a_simulated_three_node_cluster_shares_the_work_and_loses_nothing(tmp_pa
 
 def test_auto_engine_uses_ray_only_for_large_seizures(tmp_path: Path) -> None:
     ev = _seizure(tmp_path / "ev", 6)
-    small = Settings(ray=RaySettings(min_files=10))
+    small = Settings(engine="auto", ray=RaySettings(min_files=10))
     assert choose_engine(small, ev) == "local"
-    assert choose_engine(Settings(ray=RaySettings(min_files=6)), ev) == "ray"
+    assert choose_engine(Settings(engine="auto", ray=RaySettings(min_files=6)), ev) == "ray"
+    assert choose_engine(Settings(engine="ray", ray=RaySettings(min_files=10)), ev) == "ray"
     assert choose_engine(Settings(engine="local", ray=RaySettings(min_files=0)), ev) == "local"
 
 
