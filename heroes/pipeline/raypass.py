@@ -45,6 +45,8 @@ from heroes.pipeline.discover import Entry
 from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO
 from heroes.pipeline.runner import _Identified, _isolated, _Pass, identify_source
 
+#: how long the actors may take to start (process, imports, model loading) before the pass fails
+ACTOR_START_S = 600
 #: Ray Data block size for the whole plan (see build_dataset)
 BLOCK_BYTES = 8 * 1024
 #: files in flight at least: their refs must fill more than one block (a ref is >= 40 bytes)
@@ -458,6 +460,13 @@ def plan_for(settings: Settings, started_here: bool, temp_dir: str | None) -> Ra
         actors = settings.ray.actors or max(1, gpus or 1)
         batch = settings.ray.batch_size or (32 if gpus else 8)
         decoders = max(1, cpus - actors)
+    need = actors + (1 if layout == "split" else 0)
+    if need > cpus:
+        raise RuntimeError(
+            f"the {layout} plan needs {need} CPUs ({actors} model actors"
+            + (" and a decode task" if layout == "split" else "")
+            + f"), the Ray cluster has {cpus}: lower --actors or add CPUs"
+        )
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     return RayPlan(
         settings.ray.address, cpus, gpus, layout, actors, batch, decoders, nodes, temp_dir
@@ -475,16 +484,21 @@ def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, c
     # ends). The feed's refs are small and its one read task lasts the whole pass, so blocks must
     # be small for refs to flow; the driver keeps enough refs in flight to fill several.
     ctx.target_max_block_size = BLOCK_BYTES
+    # start once every actor is up (models loaded), so work spreads over all of them and all
+    # nodes; an actor pool the cluster cannot place fails with a clear error instead of waiting
+    ctx.wait_for_min_actors_s = ACTOR_START_S
     ds = ray.data.read_datasource(_feed_source(feed, 256), override_num_blocks=1, num_cpus=0)
     if plan.layout == "fused":
         # ORT with one thread per actor, one actor per CPU: every stage keeps every core busy
-        opts1 = _with_threads(opts, 1, None)
+        # (asked for with GPUs: the actors share them)
+        gpu_device = _gpu_device(opts) if plan.gpus else None
+        opts1 = _with_threads(opts, 1, gpu_device)
         return ds.map_batches(
             TriageWorker,
             fn_constructor_kwargs={"opts": opts1, "ledger": ledger, "chunk": chunk},
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             num_cpus=1,
-            num_gpus=0,
+            num_gpus=plan.gpus / plan.actors if plan.gpus else 0,
             batch_size=plan.batch_size,
             batch_format="numpy",
             zero_copy_batch=True,
@@ -500,9 +514,7 @@ def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, c
         # retried until the ledger has singled that file out
     )
     per_actor_gpu = plan.gpus / plan.actors if plan.gpus else 0
-    device = opts.models.device if opts.models else None
-    if plan.gpus and device in (None, "cpu"):
-        device = "cuda"
+    device = _gpu_device(opts) if plan.gpus else None
     infer_opts = _with_threads(
         opts, max(1, plan.cpus // max(1, plan.actors + plan.decoders)), device
     )
@@ -515,6 +527,12 @@ def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, c
         batch_size=plan.batch_size,
         batch_format="numpy",
     )
+
+
+def _gpu_device(opts: AnalyzeOptions) -> str:
+    """The device for actors that hold GPUs: as configured (cuda, tensorrt), cuda otherwise."""
+    device = opts.models.device if opts.models else None
+    return device if device not in (None, "cpu") else "cuda"
 
 
 def _opts_dict(opts: AnalyzeOptions) -> dict[str, Any]:

@@ -893,6 +893,11 @@ def triage(
                 summary.interrupted = True
                 status = "interrupted"
                 raise
+            except BaseException:
+                # what was written stays; nothing is finalised or marked complete, and the next
+                # run redoes the rest
+                status = "failed"
+                raise
             finally:
                 bar.close()
                 summary.elapsed = time.perf_counter() - t0

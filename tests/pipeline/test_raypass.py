@@ -293,3 +293,20 @@ def test_ray_temp_dir_is_in_the_case_unless_its_sockets_would_not_fit(tmp_path: 
     short = ray_temp_dir(deep, Settings())
     assert not str(short).startswith(str(deep)) and len(str(short)) < 60
     assert ray_temp_dir(deep, Settings(ray=RaySettings(temp_dir=tmp_path))) == tmp_path
+
+
+def test_more_actors_than_the_cluster_can_place_is_a_clear_error(tmp_path: Path) -> None:
+    ev = _seizure(tmp_path / "ev", 3)
+    with pytest.raises(RuntimeError, match="needs 5 CPUs"):
+        triage(ev, tmp_path / "case", settings=_ray_settings(actors=5))
+    assert not ray.is_initialized()
+    store = CaseStore(tmp_path / "case", create=False)
+    try:
+        from sqlalchemy import select
+
+        from heroes.store.schema import RunRow
+
+        with store.session() as s:
+            assert [r.status for r in s.execute(select(RunRow)).scalars()] == ["failed"]
+    finally:
+        store.close()
