@@ -598,6 +598,16 @@ class RayPass(_Pass):
     """The local engine's decisions and writes, with hashing, decoding and models in Ray."""
 
     case_dir: Path
+    _preset_id: int | None = None
+
+    def _assign_id(self, row: dict[str, Any], update_of: int | None) -> None:
+        """The id given when the file was sent (walk order), not at decision time."""
+        if self._preset_id is None:
+            super()._assign_id(row, update_of)
+            return
+        row["id"] = self._preset_id
+        if row.get("sha256") and row["status"] not in ("duplicate", "skipped", "error"):
+            self.seen_sha.setdefault(row["sha256"], row["id"])
 
     def run(self, entries: Iterator[Entry]) -> None:
         import ray
@@ -635,10 +645,10 @@ class RayPass(_Pass):
     def _stream(
         self, entries: Iterator[Entry], plan: RayPlan, feed: Any, ledger: Any, pump: ResultPump
     ) -> None:
-        #: key -> (entry, id to update, earlier sha256) of every file sent and not yet back
-        self.outstanding: dict[int, tuple[Entry, int | None, str | None]] = {}
+        #: key -> (entry, id to update, earlier sha256, item id) of every file sent, not back yet
+        self.outstanding: dict[int, tuple[Entry, int | None, str | None, int]] = {}
         #: copies whose original is still in flight, by sha256
-        self.parked: dict[str, list[tuple[Entry, _Identified, int | None, str | None]]] = {}
+        self.parked: dict[str, list[tuple[Entry, _Identified, int | None, str | None, int]]] = {}
         cap = max(MIN_IN_FLIGHT, 4 * plan.batch_size * (plan.actors + plan.decoders))
         send: list[bytes] = []
         key = 0
@@ -692,7 +702,13 @@ class RayPass(_Pass):
             self.progress.advance(0)
             self._emit(row, new=upd is None)
             return None
-        self.outstanding[key] = (entry, upd, old_sha)
+        # item ids follow the walk, as in the local engine, whatever order results come back in
+        if upd is None:
+            item_id = self.next_id
+            self.next_id += 1
+        else:
+            item_id = upd
+        self.outstanding[key] = (entry, upd, old_sha, item_id)
         fs = str(entry.fs_path) if entry.data is None and entry.fs_path else None
         return Ref(
             key, entry.path, fs, entry.data, bool(entry.archive_kind), entry.error, upd, old_sha
@@ -705,15 +721,15 @@ class RayPass(_Pass):
         for b in packed:
             o = pickle.loads(b)
             done.append(o["key"])
-            entry, upd, old_sha = self.outstanding.pop(o["key"])
+            entry, upd, old_sha, item_id = self.outstanding.pop(o["key"])
             self.summary.nodes[o["node"]] += 1
             ident = _Identified(o["digests"], o["media_type"], o["mime"], None, o["error"])
             sha = ident.digests.sha256 if ident.digests else None
             if o["verdict"] == "duplicate" and sha and self._original_of(sha) is None:
                 # its original (the file that claimed this content) has not come back yet
-                self.parked.setdefault(sha, []).append((entry, ident, upd, old_sha))
+                self.parked.setdefault(sha, []).append((entry, ident, upd, old_sha, item_id))
                 continue
-            self._settle(entry, ident, upd, old_sha, o["fields"])
+            self._settle(entry, ident, upd, old_sha, item_id, o["fields"])
             if sha and sha in self.parked and sha in self.seen_sha:
                 for args in self.parked.pop(sha):
                     self._settle(*args, None)
@@ -725,9 +741,14 @@ class RayPass(_Pass):
         ident: _Identified,
         upd: int | None,
         old_sha: str | None,
+        item_id: int,
         fields: dict[str, Any] | None,
     ) -> None:
-        row = self.decide(entry, ident, upd, old_sha)
+        self._preset_id = item_id
+        try:
+            row = self.decide(entry, ident, upd, old_sha)
+        finally:
+            self._preset_id = None
         self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
         if row is None:
             return
@@ -746,13 +767,13 @@ class RayPass(_Pass):
         """Files sent and never returned (a node lost with its batches), and copies whose
         original never came back: done here, each in a process of its own."""
         for key in sorted(self.outstanding):
-            entry, upd, old_sha = self.outstanding.pop(key)
+            entry, upd, old_sha, item_id = self.outstanding.pop(key)
             fs = entry.fs_path if entry.data is None else None
             ident = identify_source(
                 entry.data, fs, bool(entry.archive_kind), self.settings.hash_chunk
             )
             self.summary.redone += 1
-            self._settle(entry, ident, upd, old_sha, None)
+            self._settle(entry, ident, upd, old_sha, item_id, None)
         for sha in list(self.parked):
             for args in self.parked.pop(sha):
                 self._settle(*args, None)

@@ -54,7 +54,7 @@ from heroes.pipeline.identify import (
 from heroes.pipeline.infer import InferOptions
 from heroes.pipeline.matching import nearest_within, visual_groups
 from heroes.store.db import CaseStore, StoreError
-from heroes.store.schema import ItemRow
+from heroes.store.schema import ItemRow, VectorRow
 
 #: files on disk up to this size are read once and kept in memory for decoding
 KEEP_BYTES = 64 * 1024 * 1024
@@ -672,6 +672,7 @@ def _known_match(
 
 def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None = None) -> None:
     """PDQ matches against hash sets, duplicate fields, visual groups; all case-wide, idempotent."""
+    _first_copy_is_original(store)
     max_d, min_q = settings.pdq.match_distance, settings.pdq.min_quality
     with store.session() as s:
         items = s.execute(
@@ -800,6 +801,61 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
         if (p, rank, why) != (old_p, old_rank, old_why):
             updates.append({"id": item_id, "priority": p, "why": why, "rank": rank})
     store.update_items(updates)
+
+
+#: the fields a file's analysis fills, which copies take from their original
+_ANALYSED = (
+    "pdq",
+    "pdq_quality",
+    "exif",
+    "video",
+    "width",
+    "height",
+    "media_type",
+    "mime",
+    "faces",
+    "nudity",
+)
+
+
+def _first_copy_is_original(store: CaseStore) -> None:
+    """Of a set of exact copies, the one with the lowest item id (the first found in walk order)
+    is the original. The Ray engine analyses whichever copy a worker hashed first; here its
+    results, status and vectors move to the first copy, so records do not depend on scheduling."""
+    with store.session() as s, s.begin():
+        dups = s.execute(
+            select(ItemRow.id, ItemRow.duplicate_of).where(ItemRow.status == "duplicate")
+        ).all()
+        first: dict[int, int] = {}
+        for dup_id, orig in dups:
+            if orig is not None and dup_id < first.get(orig, orig):
+                first[orig] = dup_id
+        for orig_id, new_id in sorted(first.items()):
+            orig = s.get(ItemRow, orig_id)
+            if orig is None:
+                continue
+            moved = {f: getattr(orig, f) for f in _ANALYSED}
+            if moved["faces"]:
+                moved["faces"] = [
+                    {**face, "face_id": f"{new_id}-{k}"} for k, face in enumerate(moved["faces"])
+                ]
+            s.execute(
+                update(ItemRow).where(ItemRow.duplicate_of == orig_id).values(duplicate_of=new_id)
+            )
+            s.execute(
+                update(ItemRow)
+                .where(ItemRow.id == new_id)
+                .values(status=orig.status, error=orig.error, duplicate_of=None, **moved)
+            )
+            s.execute(
+                update(ItemRow)
+                .where(ItemRow.id == orig_id)
+                .values(status="duplicate", error=None, duplicate_of=new_id)
+            )
+            for v in s.execute(select(VectorRow).where(VectorRow.item_id == orig_id)).scalars():
+                v.item_id = new_id
+                if v.ref and v.ref.startswith(f"{orig_id}-"):
+                    v.ref = f"{new_id}-{v.ref.split('-', 1)[1]}"
 
 
 def _copy_to_duplicates(store: CaseStore) -> None:

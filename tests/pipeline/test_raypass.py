@@ -71,26 +71,6 @@ def _rows(case: Path) -> dict[str, dict[str, Any]]:
         store.close()
 
 
-def _comparable(row: dict[str, Any], copies: set[str]) -> dict[str, Any]:
-    """A record without what differs between two runs: ids, ranks, and, for files with exact
-    copies, which copy is the original (the local engine takes the first found, the Ray engine
-    the first hashed)."""
-    drop = {"item_id", "run_id", "rank", "visual_group", "duplicate_of"}
-    if row.get("sha256") in copies:
-        drop |= {"status", "why", "priority"}
-    out = {k: v for k, v in row.items() if k not in drop}
-    for f in out.get("faces") or []:
-        f.pop("face_id", None)
-    return out
-
-
-def _copies_point_to_one_original(rows: dict[str, dict[str, Any]], sha: str) -> None:
-    group = [r for r in rows.values() if r["sha256"] == sha]
-    originals = [r for r in group if r["status"] != "duplicate"]
-    assert len(originals) == 1
-    assert all(r["duplicate_of"] == originals[0]["item_id"] for r in group if r is not originals[0])
-
-
 def _ray_settings(**kw: Any) -> Settings:
     return Settings(engine="ray", models=False, ray=RaySettings(cpus=2, **kw))
 
@@ -108,23 +88,37 @@ def test_the_ray_engine_writes_the_same_records_as_the_local_engine(tmp_path: Pa
         assert summary.engine == engine
         by_engine[engine] = _rows(tmp_path / engine)
     local, on_ray = by_engine["local"], by_engine["ray"]
-    shas = [r["sha256"] for r in local.values() if r["sha256"]]
-    copies = {h for h in shas if shas.count(h) > 1}
-    assert len(copies) == 2
-    assert set(local) == set(on_ray)
     assert len(on_ray) == 12 + 6 + 1 + 2  # photos, the other files, the zip, its members
-    for path in local:
-        assert _comparable(on_ray[path], copies) == _comparable(local[path], copies), path
-    for sha in copies:
-        _copies_point_to_one_original(on_ray, sha)
+    # the same records, ids included: ids follow the walk, and of a set of copies the first found
+    # is the original whichever copy a Ray worker analysed
+    assert on_ray == local
     assert on_ray["good.jpg"]["status"] == "known_good"
+    # the walk takes a folder's files before its subfolders: copy_a.jpg is found first
+    first = on_ray["copy_a.jpg"]
+    assert first["status"] == "ok"
+    for path in ("copy_b.jpg", "d0/img_00000.jpg"):
+        assert on_ray[path]["duplicate_of"] == first["item_id"]
+    member = on_ray["album.zip!/inner/same.jpg"]
+    assert on_ray["d1/img_00001.jpg"]["duplicate_of"] == member["item_id"]
     assert on_ray["empty.jpg"]["status"] == "skipped"
     assert on_ray["cut.jpg"]["status"] == "error" and on_ray["notes.jpg"]["status"] == "error"
 
 
+def _home_entries() -> set[str]:
+    home = Path.home()
+    out: set[str] = set()
+    for sub in ("", ".cache", ".config", ".local", ".ray"):
+        d = home / sub
+        if d.is_dir():
+            out |= {str(p) for p in d.iterdir()}
+    return out
+
+
 def test_ray_summary_names_the_plan_and_where_files_went(tmp_path: Path) -> None:
     ev = _seizure(tmp_path / "ev", 20)
+    home_before = _home_entries()
     summary = triage(ev, tmp_path / "case", settings=_ray_settings(batch_size=4)).to_dict()
+    assert _home_entries() == home_before, "an embedded Ray writes nothing to the home folder"
     r = summary["ray"]
     assert summary["engine"] == "ray" and summary["new"] == 20
     assert r["layout"] == "fused" and r["actors"] == 2 and r["batch_size"] == 4
@@ -169,9 +163,7 @@ def test_a_file_that_kills_its_ray_worker_becomes_an_error_and_the_pass_goes_on(
     summary = triage(ev, tmp_path / "case", settings=s)
     rows = _rows(tmp_path / "case")
     assert summary.new == 17 and len(rows) == 17
-    # one of the two identical files was decoded (the first hashed), the other is its copy
-    pair = (rows["poison.jpg"], rows["poison_copy.jpg"])
-    first, copy = sorted(pair, key=lambda r: r["status"] == "duplicate")
+    first, copy = rows["poison.jpg"], rows["poison_copy.jpg"]
     assert first["status"] == "error" and "decoder crashed" in first["error"]
     assert first["sha256"], "the hashes are kept"
     assert copy["status"] == "duplicate" and copy["duplicate_of"] == first["item_id"]
@@ -310,3 +302,48 @@ def test_more_actors_than_the_cluster_can_place_is_a_clear_error(tmp_path: Path)
             assert [r.status for r in s.execute(select(RunRow)).scalars()] == ["failed"]
     finally:
         store.close()
+
+
+def test_the_first_copy_in_walk_order_takes_over_as_original(tmp_path: Path) -> None:
+    """What finalising does when a Ray worker analysed a later copy: results, status and vectors
+    move to the first copy."""
+    from sqlalchemy import select, update
+
+    from heroes.demo import sample_photos
+    from heroes.pipeline.runner import finalize
+    from heroes.store.schema import ItemRow, VectorRow
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    Image.fromarray(sample_photos()["astronaut"]).save(ev / "a.jpg", quality=90)
+    shutil.copy(ev / "a.jpg", ev / "b.jpg")
+    s = Settings(engine="local")
+    triage(ev, tmp_path / "case", settings=s)
+    before = _rows(tmp_path / "case")
+    a, b = before["a.jpg"], before["b.jpg"]
+    assert b["duplicate_of"] == a["item_id"] and len(a["faces"]) == 1
+    store = CaseStore(tmp_path / "case", create=False)
+    try:
+        ia, ib = a["item_id"], b["item_id"]
+        with store.session() as ses, ses.begin():  # as if b had been claimed and analysed first
+            ses.execute(
+                update(ItemRow)
+                .where(ItemRow.id == ib)
+                .values(
+                    status="ok", duplicate_of=None, faces=[{**a["faces"][0], "face_id": f"{ib}-0"}]
+                )
+            )
+            ses.execute(
+                update(ItemRow).where(ItemRow.id == ia).values(status="duplicate", duplicate_of=ib)
+            )
+            for v in ses.execute(select(VectorRow).where(VectorRow.item_id == ia)).scalars():
+                v.item_id = ib
+                v.ref = f"{ib}-0" if v.ref else None
+        finalize(store, s)
+        with store.session() as ses:
+            vectors = ses.execute(select(VectorRow.item_id, VectorRow.ref)).all()
+    finally:
+        store.close()
+    after = _rows(tmp_path / "case")
+    assert after == before
+    assert {i for i, _ in vectors} == {ia} and f"{ia}-0" in {r for _, r in vectors}
