@@ -443,7 +443,7 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
     return True, str(tmp)
 
 
-def plan_for(settings: Settings, started_here: bool, temp_dir: str | None) -> RayPlan:
+def plan_for(settings: Settings, temp_dir: str | None) -> RayPlan:
     import ray
 
     res = ray.cluster_resources()
@@ -616,7 +616,7 @@ class RayPass(_Pass):
         started, tmp = start_ray(self.case_dir, self.settings)
         self._first: float | None = None
         try:
-            plan = plan_for(self.settings, started, tmp)
+            plan = plan_for(self.settings, tmp)
             self.summary.engine = "ray"
             self.summary.ray = asdict(plan)
             self.summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
@@ -660,7 +660,7 @@ class RayPass(_Pass):
                 if entry is None:
                     exhausted = True
                     break
-                ref = self._admit(entry, key)
+                ref = self._send(entry, key)
                 if ref is None:
                     continue
                 send.append(_pack(ref))
@@ -685,23 +685,12 @@ class RayPass(_Pass):
             pump.join()
         self._redo_lost()
 
-    def _admit(self, entry: Entry, key: int) -> Ref | None:
-        """Resume check and entries with nothing to read; a Ref for the rest."""
-        if entry.archive_kind and entry.error is None:
-            self.archives_done.append(entry.path)
-        skip, upd, old_sha = self._done_before(entry)
-        if skip:
-            self.summary.resumed += 1
-            self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
+    def _send(self, entry: Entry, key: int) -> Ref | None:
+        """The Ref of a file to read, or None when :meth:`admit` settled it."""
+        admitted = self.admit(entry)
+        if admitted is None:
             return None
-        if entry.data is None and entry.fs_path is None:
-            row = self._row(entry, upd)
-            row["status"] = "skipped" if entry.skipped else "error"
-            row["error"] = entry.skipped or entry.error or "unreadable"
-            self._assign_id(row, upd)
-            self.progress.advance(0)
-            self._emit(row, new=upd is None)
-            return None
+        upd, old_sha = admitted
         # item ids follow the walk, as in the local engine, whatever order results come back in
         if upd is None:
             item_id = self.next_id

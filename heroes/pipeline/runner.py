@@ -233,13 +233,14 @@ def _case_lock(case_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _prescan(root: Path) -> tuple[int, int]:
-    """Files and bytes on disk under ``root`` (no symlinks followed), for the progress bar's ETA."""
+def _prescan(root: Path, stop: int | None = None) -> tuple[int, int]:
+    """Files and bytes on disk under ``root`` (no symlinks followed), for the progress bar's ETA;
+    with ``stop``, counting ends once that many files are found."""
     if root.is_file():
         return 1, root.stat().st_size
     files = size = 0
     stack = [root]
-    while stack:
+    while stack and (stop is None or files < stop):
         d = stack.pop()
         try:
             with os.scandir(d) as it:
@@ -517,6 +518,26 @@ class _Pass:
                 status="error", error=f"content is not an {claimed}: {ident.mime} (name ends {ext})"
             )
 
+    def admit(self, entry: Entry) -> tuple[int | None, str | None] | None:
+        """Before reading a file: settle what needs no reading (done before, nothing to read) and
+        return None; else (id to update, earlier sha256) for the file to be hashed."""
+        if entry.archive_kind and entry.error is None:
+            self.archives_done.append(entry.path)
+        skip, upd, old_sha = self._done_before(entry)
+        if skip:
+            self.summary.resumed += 1
+            self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
+            return None
+        if entry.data is None and entry.fs_path is None:
+            row = self._row(entry, upd)
+            row["status"] = "skipped" if entry.skipped else "error"
+            row["error"] = entry.skipped or entry.error or "unreadable"
+            self._assign_id(row, upd)
+            self.progress.advance(0)
+            self._emit(row, new=upd is None)
+            return None
+        return upd, old_sha
+
     # -- the loop -------------------------------------------------------------------------------
     def run(self, entries: Iterator[Entry]) -> None:
         """Stream entries through hashing (threads) and decoding (processes), in bounded windows."""
@@ -582,21 +603,10 @@ class _Pass:
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(4, self.workers))) as hashers:
                 for entry in entries:
-                    if entry.archive_kind and entry.error is None:
-                        self.archives_done.append(entry.path)
-                    skip, upd, old_sha = self._done_before(entry)
-                    if skip:
-                        self.summary.resumed += 1
-                        self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
+                    admitted = self.admit(entry)
+                    if admitted is None:
                         continue
-                    if entry.data is None and entry.fs_path is None:
-                        row = self._row(entry, upd)
-                        row["status"] = "skipped" if entry.skipped else "error"
-                        row["error"] = entry.skipped or entry.error or "unreadable"
-                        self._assign_id(row, upd)
-                        self.progress.advance(0)
-                        self._emit(row, new=upd is None)
-                        continue
+                    upd, old_sha = admitted
                     fut = hashers.submit(_identify, entry, self.settings.hash_chunk)
                     idq.append((entry, fut, upd, old_sha))
                     while idq and (len(idq) > window or idq[0][1].done()):
@@ -992,27 +1002,9 @@ def choose_engine(settings: Settings, evidence: Path) -> str:
         return "ray"
     return (
         "ray"
-        if _count_files(evidence, settings.ray.min_files) >= settings.ray.min_files
+        if _prescan(evidence, settings.ray.min_files)[0] >= settings.ray.min_files
         else "local"
     )
-
-
-def _count_files(root: Path, stop: int) -> int:
-    """Files under ``root`` (no symlinks followed), counting no further than ``stop``."""
-    if not root.is_dir():
-        return 1
-    n, stack = 0, [root]
-    while stack and n < stop:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(Path(e.path))
-                    else:
-                        n += 1
-        except OSError:
-            continue
-    return n
 
 
 def model_plan(settings: Settings, summary: TriageSummary | None = None) -> InferOptions | None:

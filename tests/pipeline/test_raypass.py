@@ -7,7 +7,6 @@ import io
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from seizures import first_rows, jpeg, seizure
 
 from heroes.config import RaySettings, Settings
 from heroes.pipeline.raypass import ray_temp_dir, reap_stale_ray
@@ -29,20 +29,8 @@ ray = pytest.importorskip("ray")
 HERE = Path(__file__).parent
 
 
-def _jpeg(seed: int, size: int = 48) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=80)
-    return buf.getvalue()
-
-
 def _seizure(root: Path, n: int) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        d = root / f"d{i % 5}"
-        d.mkdir(exist_ok=True)
-        (d / f"img_{i:05d}.jpg").write_bytes(_jpeg(i))
-    return root
+    return seizure(root, n, folders=5)
 
 
 def _mixed(root: Path) -> Path:
@@ -53,13 +41,13 @@ def _mixed(root: Path) -> Path:
     _seizure(root, 12)
     shutil.copy(root / "d0/img_00000.jpg", root / "copy_a.jpg")
     shutil.copy(root / "d0/img_00000.jpg", root / "copy_b.jpg")
-    (root / "good.jpg").write_bytes(_jpeg(999))
+    (root / "good.jpg").write_bytes(jpeg(999))
     (root / "empty.jpg").write_bytes(b"")
     (root / "notes.jpg").write_text("not a picture")
-    (root / "cut.jpg").write_bytes(_jpeg(7, 128)[:300])
+    (root / "cut.jpg").write_bytes(jpeg(7, 128)[:300])
     with zipfile.ZipFile(root / "album.zip", "w") as z:
-        z.writestr("inner/same.jpg", _jpeg(1))
-        z.writestr("inner/new.jpg", _jpeg(500))
+        z.writestr("inner/same.jpg", jpeg(1))
+        z.writestr("inner/new.jpg", jpeg(500))
     return root
 
 
@@ -204,18 +192,7 @@ def test_kill_9_of_a_ray_run_then_the_same_command_completes_it(tmp_path: Path) 
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = case / "case.db"
-    deadline = time.monotonic() + 180
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-                    done = c.execute("select count(*) from items").fetchone()[0]
-            except sqlite3.OperationalError:
-                done = 0
-            if done > 0:
-                break
-        time.sleep(0.05)
+    done = first_rows(proc, db, timeout=180)
     proc.send_signal(signal.SIGKILL)  # the driver only: Ray's processes are left behind
     proc.wait()
     assert 0 < done < n, f"the run was not interrupted part-way ({done} of {n})"

@@ -5,36 +5,19 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from seizures import first_rows, jpeg, seizure
 
 from heroes.config import Settings
 from heroes.pipeline.report import records
 from heroes.pipeline.runner import CaseBusyError, _case_lock, triage
 from heroes.store import CaseStore
-
-
-def _jpeg(seed: int, size: int = 48) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=80)
-    return buf.getvalue()
-
-
-def _seizure(root: Path, n: int, start: int = 0) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(start, start + n):
-        d = root / f"d{i % 7}"
-        d.mkdir(exist_ok=True)
-        (d / f"img_{i:05d}.jpg").write_bytes(_jpeg(i))
-    return root
 
 
 def _rows(case: Path) -> list[dict]:
@@ -46,18 +29,18 @@ def _rows(case: Path) -> list[dict]:
 
 
 def test_second_run_skips_done_files_and_processes_only_new_ones(tmp_path: Path) -> None:
-    ev = _seizure(tmp_path / "ev", 12)
+    ev = seizure(tmp_path / "ev", 12)
     s = Settings(workers=1)
     first = triage(ev, tmp_path / "case", settings=s)
     assert first.new == 12 and first.resumed == 0
-    _seizure(ev, 3, start=100)
+    seizure(ev, 3, start=100)
     second = triage(ev, tmp_path / "case", settings=s)
     assert second.new == 3 and second.resumed == 12
     assert len(_rows(tmp_path / "case")) == 15
 
 
 def test_touched_file_with_same_content_is_not_decoded_again(tmp_path: Path) -> None:
-    ev = _seizure(tmp_path / "ev", 3)
+    ev = seizure(tmp_path / "ev", 3)
     s = Settings(workers=1)
     triage(ev, tmp_path / "case", settings=s)
     f = next(ev.rglob("*.jpg"))
@@ -69,12 +52,12 @@ def test_touched_file_with_same_content_is_not_decoded_again(tmp_path: Path) -> 
 
 
 def test_changed_content_updates_the_same_item(tmp_path: Path) -> None:
-    ev = _seizure(tmp_path / "ev", 2)
+    ev = seizure(tmp_path / "ev", 2)
     s = Settings(workers=1)
     triage(ev, tmp_path / "case", settings=s)
     f = sorted(ev.rglob("*.jpg"))[0]
     before = next(r for r in _rows(tmp_path / "case") if r["path"] == str(f.relative_to(ev)))
-    f.write_bytes(_jpeg(999))
+    f.write_bytes(jpeg(999))
     again = triage(ev, tmp_path / "case", settings=s)
     assert again.updated == 1 and again.new == 0
     after = next(r for r in _rows(tmp_path / "case") if r["path"] == str(f.relative_to(ev)))
@@ -84,7 +67,7 @@ def test_changed_content_updates_the_same_item(tmp_path: Path) -> None:
 def test_copies_within_one_run_point_to_the_first_seen(tmp_path: Path) -> None:
     ev = tmp_path / "ev"
     ev.mkdir()
-    data = _jpeg(5)
+    data = jpeg(5)
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         (ev / name).write_bytes(data)
     triage(ev, tmp_path / "case", settings=Settings(workers=2))
@@ -104,7 +87,7 @@ def test_a_case_cannot_be_triaged_twice_at_once(tmp_path: Path) -> None:
 
 
 def test_case_inside_the_evidence_is_refused(tmp_path: Path) -> None:
-    ev = _seizure(tmp_path / "ev", 1)
+    ev = seizure(tmp_path / "ev", 1)
     from heroes.store import StoreError
 
     with pytest.raises(StoreError):
@@ -114,7 +97,7 @@ def test_case_inside_the_evidence_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_kill_9_then_same_command_completes_without_loss_or_double_count(tmp_path: Path) -> None:
     n = 1200
-    ev = _seizure(tmp_path / "ev", n)
+    ev = seizure(tmp_path / "ev", n)
     case = tmp_path / "case"
     cmd = [
         sys.executable,
@@ -132,18 +115,7 @@ def test_kill_9_then_same_command_completes_without_loss_or_double_count(tmp_pat
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     db = case / "case.db"
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-                    done = c.execute("select count(*) from items").fetchone()[0]
-            except sqlite3.OperationalError:
-                done = 0
-            if done > 0:
-                break
-        time.sleep(0.05)
+    done = first_rows(proc, db, timeout=120)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < done < n, f"the run was not interrupted part-way ({done} of {n})"
@@ -158,7 +130,7 @@ def test_kill_9_then_same_command_completes_without_loss_or_double_count(tmp_pat
 def test_a_file_that_kills_its_worker_becomes_an_error_and_the_pass_goes_on(tmp_path: Path) -> None:
     from crash_hook import MARKER
 
-    ev = _seizure(tmp_path / "ev", 8)
+    ev = seizure(tmp_path / "ev", 8)
     poison = Image.fromarray(np.zeros((32, 32, 3), np.uint8))
     buf = io.BytesIO()
     poison.save(buf, "JPEG", comment=MARKER)
