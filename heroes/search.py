@@ -7,6 +7,7 @@ score, and every hit is resolved to its item (path, frame time, box).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,7 +32,10 @@ from heroes.pipeline.decode import load_rgb
 from heroes.pipeline.indexing import case_name, index_root, update_indexes
 from heroes.pipeline.infer import Analyzer, InferOptions
 from heroes.store.db import CaseStore, decode_vectors
+from heroes.store.lock import CaseBusyError, case_lock
 from heroes.store.schema import ItemRow, VectorRow
+
+log = logging.getLogger(__name__)
 
 IDENTITIES_FILE = "identities.json"
 
@@ -68,7 +72,15 @@ def _open_cases(cases: Sequence[Path], settings: Settings) -> Iterator[dict[str,
     stores = {case_name(c): CaseStore(Path(c), settings.db_url, create=False) for c in cases}
     try:
         for c in cases:
-            update_indexes(stores[case_name(c)], Path(c), min_quality=settings.pdq.min_quality)
+            try:
+                with case_lock(Path(c)):
+                    update_indexes(
+                        stores[case_name(c)], Path(c), min_quality=settings.pdq.min_quality
+                    )
+            except CaseBusyError:
+                # a triage is writing the case and updates its indexes when it ends: search what
+                # the indexes hold now (their files are replaced atomically)
+                log.info("case %s is being triaged: searching its indexes as they are", c)
         yield stores
     finally:
         for store in stores.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,48 @@ def _faces_of(cases: dict[str, Any], path: str) -> list[dict[str, Any]]:
         return next(r["faces"] for r in records(store) if r["path"] == path)
     finally:
         store.close()
+
+
+def test_a_file_changed_in_place_is_found_as_it_is_now(tmp_path: Path) -> None:
+    """Triaging evidence again after a file changed keeps no trace of its old content in the
+    indexes: search finds the new picture under its path and no longer the old one."""
+    photos = sample_photos()
+    ev, case = tmp_path / "ev", tmp_path / "case"
+    ev.mkdir()
+    target = ev / "a.jpg"
+    target.write_bytes(jpeg_bytes(photos["astronaut"]))
+    (ev / "b.jpg").write_bytes(jpeg_bytes(photos["coffee"]))
+    s = Settings(workers=1)
+    triage(ev, case, settings=s)
+    q = tmp_path / "q"
+    q.mkdir()
+    Image.fromarray(photos["astronaut"]).save(q / "astro.jpg", quality=90)
+    Image.fromarray(photos["china"]).save(q / "china.jpg", quality=90)
+    assert search_faces([case], q / "astro.jpg", k=3)[0].path == "a.jpg"
+    assert all(h.path != "a.jpg" for h in search_pdq([case], image=q / "china.jpg"))
+
+    target.write_bytes(jpeg_bytes(photos["china"]))  # same path, new content, new mtime
+    os.utime(target, (1_700_000_000, 1_700_000_000))
+    triage(ev, case, settings=s)
+
+    assert not [h for h in search_faces([case], q / "astro.jpg", k=3) if h.path == "a.jpg"]
+    assert [h.path for h in search_pdq([case], image=q / "china.jpg")] == ["a.jpg"]
+    assert [h.path for h in search_scene([case], q / "china.jpg", k=1)] == ["a.jpg"]
+
+
+def test_search_leaves_the_indexes_alone_while_a_triage_holds_the_case(
+    cases: dict[str, Any],
+) -> None:
+    from heroes.pipeline.indexing import STATE_FILE, index_root, mark_stale
+    from heroes.store.lock import case_lock
+
+    case = cases["case2"]
+    state = index_root(case) / STATE_FILE
+    before = state.stat().st_mtime_ns
+    mark_stale(case)  # would make the next update rebuild every index
+    with case_lock(case):
+        hits = search_scene([case], cases["q"] / "left.jpg", k=1)
+        assert hits and (index_root(case) / "stale").exists()
+        assert state.stat().st_mtime_ns == before
+    search_scene([case], cases["q"] / "left.jpg", k=1)  # unlocked: brought up to date
+    assert not (index_root(case) / "stale").exists()

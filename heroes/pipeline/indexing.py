@@ -3,12 +3,16 @@
 ``CASE/index/`` holds one FAISS index per kind and model: ``face-MODEL`` and ``scene-MODEL``
 (cosine over the ``vectors`` table) and ``pdq`` (Hamming over image PDQ hashes and video keyframe
 hashes). ``state.json`` records how far each index has read the store, so a resumed or extended
-case adds what is new instead of rebuilding; ``rebuild=True`` starts over (after files changed).
+case adds what is new instead of rebuilding. Rows are only ever appended to an index, so when the
+pass changes what it already wrote (a file changed in place and analysed again, results moved to
+the first of a set of copies) it calls :func:`mark_stale` first, and the next update rebuilds the
+case's indexes from the store; ``rebuild=True`` does the same on request.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from heroes.store.schema import ItemRow, VectorRow
 
 INDEX_DIR = "index"
 STATE_FILE = "state.json"
+STALE_FILE = "stale"
 _CHUNK = 20_000
 
 
@@ -38,6 +43,16 @@ def _save_state(root: Path, state: dict[str, Any]) -> None:
     tmp.replace(root / STATE_FILE)
 
 
+def mark_stale(case_dir: Path) -> None:
+    """Say that rows the indexes already hold may have changed: the next update rebuilds them.
+
+    Called before the store is changed, so that a crash in between costs a rebuild, never a
+    stale index."""
+    root = index_root(case_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / STALE_FILE).touch()
+
+
 def case_name(case_dir: Path) -> str:
     return str(Path(case_dir).resolve())
 
@@ -48,6 +63,9 @@ def update_indexes(
     """Add the vectors and PDQ hashes the indexes have not seen; returns rows added per index."""
     root = index_root(case_dir)
     root.mkdir(parents=True, exist_ok=True)
+    stale = root / STALE_FILE
+    was_stale = stale.exists()
+    rebuild = rebuild or was_stale
     before = _state(root)
     state = {} if rebuild else dict(before)
     name = case_name(case_dir)
@@ -58,8 +76,14 @@ def update_indexes(
         key = f"{kind}-{model}"
         added[key] = _update_float(store, root / key, key, kind, model, name, state, rebuild)
     added["pdq"] = _update_pdq(store, root / "pdq", name, state, min_quality, rebuild)
+    if rebuild:
+        for old in root.iterdir():  # indexes of kinds the store no longer has
+            if old.is_dir() and old.name not in added:
+                shutil.rmtree(old)
     if state != before or not (root / STATE_FILE).is_file():
         _save_state(root, state)  # a search that finds nothing new writes nothing
+    if was_stale:
+        stale.unlink(missing_ok=True)
     return added
 
 
@@ -109,6 +133,8 @@ def _update_float(
         n += len(rows)
     if index is not None and n:
         index.save(path)
+    elif rebuild and path.exists():
+        shutil.rmtree(path)
     state[key] = last
     return n
 
@@ -144,5 +170,7 @@ def _update_pdq(
             index = BinaryIndex()
         index.add(hashes_from_hex(hexes), metas)
         index.save(path)
+    elif rebuild and path.exists():
+        shutil.rmtree(path)
     state["pdq"] = last
     return len(hexes)

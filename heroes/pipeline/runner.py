@@ -13,8 +13,6 @@ next run redoes; the unique (evidence, path) key means nothing is counted twice.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
 from collections import Counter, deque
@@ -51,9 +49,11 @@ from heroes.pipeline.identify import (
     hash_file,
     sniff,
 )
+from heroes.pipeline.indexing import mark_stale, update_indexes
 from heroes.pipeline.infer import InferOptions
 from heroes.pipeline.matching import nearest_within, visual_groups
 from heroes.store.db import CaseStore, StoreError
+from heroes.store.lock import case_lock
 from heroes.store.schema import ItemRow, VectorRow
 
 #: files on disk up to this size are read once and kept in memory for decoding
@@ -75,10 +75,6 @@ _VIDEO_EXT = {
     ".mpeg",
     ".flv",
 }
-
-
-class CaseBusyError(StoreError):
-    """Another triage holds the case."""
 
 
 @dataclass
@@ -218,19 +214,6 @@ def identify_source(
 def _claimed_media(path: str) -> str | None:
     suffix = PurePosixPath(path.rsplit("!/", 1)[-1]).suffix.lower()
     return MEDIA_IMAGE if suffix in _IMAGE_EXT else MEDIA_VIDEO if suffix in _VIDEO_EXT else None
-
-
-@contextlib.contextmanager
-def _case_lock(case_dir: Path) -> Iterator[None]:
-    fd = os.open(case_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CaseBusyError(f"case {case_dir} is being triaged by another process") from exc
-        yield
-    finally:
-        os.close(fd)
 
 
 def _prescan(root: Path, stop: int | None = None) -> tuple[int, int]:
@@ -436,6 +419,8 @@ class _Pass:
             return
         new = [r for is_new, r in self.buffer if is_new]
         old = [r for is_new, r in self.buffer if not is_new]
+        if old:  # items the indexes may hold are analysed again
+            mark_stale(self.store.case_dir)
         self.store.insert_and_update(new, old, self.vectors, replace_vectors=[r["id"] for r in old])
         self.vectors.clear()
         self.buffer.clear()
@@ -840,6 +825,8 @@ def _first_copy_is_original(store: CaseStore) -> None:
         for dup_id, orig in dups:
             if orig is not None and dup_id < first.get(orig, orig):
                 first[orig] = dup_id
+        if first:  # results and vectors the indexes may hold change items
+            mark_stale(store.case_dir)
         for orig_id, new_id in sorted(first.items()):
             orig = s.get(ItemRow, orig_id)
             if orig is None:
@@ -929,7 +916,7 @@ def triage(
     store = CaseStore(case_dir, settings.db_url)
     t0 = time.perf_counter()
     try:
-        with _case_lock(case_dir):
+        with case_lock(case_dir):
             imported = import_hashsets(store, list(hashsets))
             imported += import_hashsets(store, list(known_good), known_good=True)
             run_id = store.start_run(str(evidence), settings.model_dump())
@@ -970,8 +957,6 @@ def triage(
                 if status == "done":
                     store.mark_archives_complete(str(evidence), the_pass.archives_done)
                     finalize(store, settings, summary)
-                    from heroes.pipeline.indexing import update_indexes
-
                     summary.indexed = update_indexes(
                         store, case_dir, min_quality=settings.pdq.min_quality
                     )

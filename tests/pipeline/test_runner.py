@@ -16,8 +16,9 @@ from seizures import first_rows, jpeg, seizure
 
 from heroes.config import Settings
 from heroes.pipeline.report import records
-from heroes.pipeline.runner import CaseBusyError, _case_lock, triage
+from heroes.pipeline.runner import triage
 from heroes.store import CaseStore
+from heroes.store.lock import CaseBusyError, case_lock
 
 
 def _rows(case: Path) -> list[dict]:
@@ -81,8 +82,8 @@ def test_copies_within_one_run_point_to_the_first_seen(tmp_path: Path) -> None:
 def test_a_case_cannot_be_triaged_twice_at_once(tmp_path: Path) -> None:
     case = tmp_path / "case"
     case.mkdir()
-    with _case_lock(case), pytest.raises(CaseBusyError):
-        with _case_lock(case):
+    with case_lock(case), pytest.raises(CaseBusyError):
+        with case_lock(case):
             pass
 
 
