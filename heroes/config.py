@@ -29,6 +29,9 @@ class Limits(BaseModel):
     max_pixels: int = Field(
         178_956_970, gt=0, description="pixels of one image (Pillow's bomb limit)"
     )
+    max_decode_bytes: int = Field(
+        512 * MiB, gt=0, description="memory one image decode may take in a worker"
+    )
     max_frames: int = Field(2_000, gt=0, description="frames kept per video")
     max_video_seconds: float = Field(4 * 3600.0, gt=0, description="video time decoded per file")
 

@@ -340,6 +340,7 @@ class _Pass:
         self.opts = AnalyzeOptions(
             working_size=settings.working_size,
             max_pixels=settings.limits.max_pixels,
+            max_decode_bytes=settings.limits.max_decode_bytes,
             keyframe_interval=settings.keyframe_interval,
             max_frames=settings.limits.max_frames,
             max_video_seconds=settings.limits.max_video_seconds,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,7 @@ from PIL import Image, ImageFile, JpegImagePlugin, TiffImagePlugin
 from skimage import data as skdata
 
 from heroes.pipeline.decode import (
+    MIN_DECODED_FRACTION,
     DecodeError,
     ImageAnalysis,
     analyze_image,
@@ -24,6 +29,7 @@ from heroes.pipeline.decode import (
     pdq_distance,
     pdq_distances,
     pdq_hex,
+    to_rgb_array,
 )
 
 MATCH = 31
@@ -293,20 +299,134 @@ def test_the_pixel_limit_is_the_callers_and_not_pillows(
         analyze_image(encode(astronaut, "PNG"), max_pixels=512 * 512 - 1)
 
 
-def test_a_truncated_jpeg_is_reported_with_the_hashes_of_what_is_there(big_jpeg: bytes) -> None:
-    with pytest.raises(DecodeError, match=r"^truncated image: ") as caught:
-        analyze_image(big_jpeg[: len(big_jpeg) * 3 // 4])
+def test_a_camera_jpeg_missing_its_last_100_bytes_is_analysed_and_says_it_is_damaged(
+    astronaut: Image.Image,
+) -> None:
+    whole = encode(astronaut, "JPEG", quality=90)
+    intact = analyze_image(whole)
+    cut = analyze_image(whole[:-100], keep_pixels=True)
+    assert cut.damage is not None and cut.damage.startswith("truncated image: ")
+    assert cut.damage.endswith("100% of rows decoded") and cut.decoded_fraction == 1.0
+    assert cut.pixels is not None, "what decoded goes on to the models"
+    assert intact.pdq is not None and cut.pdq is not None
+    assert pdq_distance(intact.pdq, cut.pdq) <= 8 and cut.pdq_quality == intact.pdq_quality
+    assert intact.damage is None
+
+
+def test_a_jpeg_cut_in_half_is_analysed_with_the_share_of_rows_that_decoded(
+    big_jpeg: bytes,
+) -> None:
+    cut = analyze_image(big_jpeg[: len(big_jpeg) * 3 // 4])
+    assert (cut.width, cut.height) == (4000, 3000)
+    assert 0.6 < cut.decoded_fraction < 0.95
+    assert cut.damage is not None and f"{int(cut.decoded_fraction * 100)}% of rows" in cut.damage
+    assert cut.pdq is not None and cut.pdq_quality is not None
+
+
+def test_a_jpeg_cut_to_a_quarter_is_too_damaged_and_carries_no_hash(big_jpeg: bytes) -> None:
+    with pytest.raises(DecodeError, match=r"^truncated image: .*under the 50% needed") as caught:
+        analyze_image(big_jpeg[: len(big_jpeg) // 4])
     partial = caught.value.partial
     assert isinstance(partial, ImageAnalysis)
-    assert (partial.width, partial.height) == (4000, 3000)
-    assert partial.pdq is not None and partial.pdq_quality is not None
+    assert (partial.width, partial.height, partial.format) == (4000, 3000, "JPEG")
+    assert partial.pdq is None and partial.pdq_quality is None and partial.pixels is None
+    assert partial.decoded_fraction < MIN_DECODED_FRACTION
 
 
-def test_a_truncated_png_is_reported_as_truncated(astronaut: Image.Image) -> None:
+def test_a_jpeg_cut_right_after_its_header_has_no_made_up_hash(big_jpeg: bytes) -> None:
+    with pytest.raises(DecodeError) as caught:
+        analyze_image(big_jpeg[:2000])
+    partial = caught.value.partial
+    assert partial is None or (partial.pdq is None and partial.pdq_quality is None)
+
+
+def test_the_damage_rule_is_the_callers(big_jpeg: bytes) -> None:
+    cut = big_jpeg[: len(big_jpeg) * 3 // 4]
+    with pytest.raises(DecodeError, match="under the 95% needed"):
+        analyze_image(cut, min_decoded_fraction=0.95)
+
+
+def test_a_truncated_png_counts_the_rows_above_its_black_fill(astronaut: Image.Image) -> None:
     data = encode(astronaut, "PNG")
+    most = analyze_image(data[: len(data) * 3 // 4])
+    assert most.damage is not None and most.damage.startswith("truncated image: ")
+    assert 0.6 < most.decoded_fraction < 0.9
     with pytest.raises(DecodeError, match=r"^truncated image: ") as caught:
-        analyze_image(data[: len(data) // 2])
-    assert isinstance(caught.value.partial, ImageAnalysis)
+        analyze_image(data[: len(data) // 4])
+    assert isinstance(caught.value.partial, ImageAnalysis) and caught.value.partial.pdq is None
+
+
+def zero_png(path: Path, width: int, height: int) -> None:
+    """An all-transparent RGBA PNG written row by row, never held in memory whole."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    comp = zlib.compressobj(9)
+    row = bytes(1 + width * 4)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+_PEAK = """
+import json, resource, sys
+from heroes.pipeline.decode import DecodeError, analyze_image
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    result = analyze_image(data).width
+except DecodeError as error:
+    result = str(error)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"result": result, "grown_mib": grown / 1024}))
+"""
+
+
+def peak_rss_of_decoding(path: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_13000_pixel_square_rgba_png_is_refused_before_it_takes_gigabytes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "huge.png"
+    zero_png(path, 13_000, 13_000)
+    assert path.stat().st_size < 1_000_000
+    peak = peak_rss_of_decoding(path)
+    assert peak["result"].startswith("too large to decode: 13000x13000 RGBA needs about 644 MiB")
+    assert peak["grown_mib"] < 64
+
+
+def test_an_rgba_png_within_the_budget_decodes_with_one_full_size_copy(tmp_path: Path) -> None:
+    path = tmp_path / "large.png"
+    zero_png(path, 6_000, 6_000)  # 137 MiB as Pillow holds RGBA
+    peak = peak_rss_of_decoding(path)
+    assert peak["result"] == 6_000
+    assert peak["grown_mib"] < 137 * 1.4, peak
+
+
+def test_an_rgba_image_reduced_in_strips_matches_pillows_own_thumbnail() -> None:
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (1500, 1100, 4), dtype=np.uint8)
+    im = Image.fromarray(rgba, "RGBA")
+    expected = im.copy()
+    expected.thumbnail((128, 128), Image.Resampling.BICUBIC)
+    ours, _ = load_rgb(encode(im, "PNG"), working_size=128)
+    assert ours.shape[:2] == (expected.height, expected.width)
+    diff = np.abs(ours.astype(int) - to_rgb_array(expected).astype(int))
+    assert diff.max() <= 2
 
 
 def test_truncation_tolerance_does_not_leak_into_pillow(big_jpeg: bytes) -> None:
