@@ -46,6 +46,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile
 from pillow_heif import register_heif_opener
 
+from heroes.pipeline.xmp import fill_missing, read_iptc, read_xmp, xmp_packet
+
 register_heif_opener()
 
 #: Pillow's own hard limit (2 x ``Image.MAX_IMAGE_PIXELS``), the default of ``Limits.max_pixels``
@@ -241,6 +243,8 @@ def _decode(
         width, height = height, width
     if applied is not None:
         exif = {**(exif or {}), "orientation": applied}
+        if fmt in ("HEIF", "AVIF") and applied != 1 and not _heif_has_transform(data):
+            exif["orientation_applied"] = False
     info = ImageInfo(
         width=width,
         height=height,
@@ -325,11 +329,51 @@ def _reduce_in_strips(im: Image.Image, working_size: int, rows: int = 64) -> Ima
     return out
 
 
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """ISO-BMFF boxes between ``start`` and ``end``: (type, payload start, box end)."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def _heif_has_transform(data: bytes) -> bool:
+    """Whether a HEIF/AVIF file has a rotation or mirror property (``irot``/``imir`` in
+    ``meta/iprp/ipco``): the transforms that decoders apply and viewers show."""
+    try:
+        for kind, start, end in _boxes(data, 0, len(data)):
+            if kind != b"meta":
+                continue
+            for kind2, start2, end2 in _boxes(data, start + 4, end):  # meta is a full box
+                if kind2 != b"iprp":
+                    continue
+                for kind3, start3, end3 in _boxes(data, start2, end2):
+                    if kind3 == b"ipco":
+                        return any(
+                            k in (b"irot", b"imir") for k, _, _ in _boxes(data, start3, end3)
+                        )
+    except struct.error:
+        return False
+    return False
+
+
 def _orientation_applied_by_plugin(im: Image.Image) -> int | None:
     """The stored orientation of formats whose Pillow plugin rotates the pixels itself.
 
     Pillow's TIFF plugin and pillow-heif apply the orientation while loading and then drop it from
-    the EXIF they expose; the record should still show what the file said.
+    the EXIF they expose; the record should still show what the file said. A HEIF/AVIF file is
+    shown as its own ``irot``/``imir`` transforms say (the HEIF standard makes the EXIF orientation
+    informative only, and libheif, phones and browsers follow it): when the file has no transform
+    but its EXIF names one, the pixels and size stay as stored and ``exif.orientation_applied`` is
+    false, so that no reader rotates them a second time.
     """
     tags = getattr(im, "tag_v2", None)
     value = tags.get(0x0112) if tags is not None else im.info.get("original_orientation")
@@ -488,11 +532,16 @@ def _check_pdq(value: str) -> str:
 
 
 def read_exif(im: Image.Image) -> dict[str, Any] | None:
-    """The EXIF fields the case record uses, or None when there are none (never raises)."""
+    """The EXIF fields the case record uses, or None when there are none (never raises).
+
+    Fields that EXIF leaves empty are filled from the XMP packet and, in JPEGs, from IPTC
+    (see :mod:`heroes.pipeline.xmp`).
+    """
     exif = _safe(im.getexif)
-    if exif is None:
-        return None
-    return parse_exif(exif)
+    fields = parse_exif(exif) if exif is not None else None
+    xmp = _safe(lambda: read_xmp(xmp_packet(im))) or {}
+    iptc = (_safe(lambda: read_iptc(im)) or {}) if im.format == "JPEG" else {}
+    return fill_missing(fields, xmp, iptc)
 
 
 def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
@@ -501,24 +550,29 @@ def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
     sub: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_EXIF))) or {}
     gps_ifd: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_GPS))) or {}
 
+    def ex(tag: int) -> Any:
+        """A tag of the EXIF IFD; some writers put these in IFD0, where exiftool finds them too."""
+        value = sub.get(tag)
+        return base.get(tag) if value is None else value
+
     out: dict[str, Any] = {}
     fields: list[tuple[str, Callable[[], Any]]] = [
         ("make", lambda: _text(base.get(0x010F))),
         ("model", lambda: _text(base.get(0x0110))),
-        ("body_serial", lambda: _text(sub.get(0xA431)) or _text(base.get(0xC62F))),
-        ("lens_make", lambda: _text(sub.get(0xA433))),
-        ("lens_model", lambda: _text(sub.get(0xA434))),
-        ("owner", lambda: _text(sub.get(0xA430))),
+        ("body_serial", lambda: _text(ex(0xA431)) or _text(base.get(0xC62F))),
+        ("lens_make", lambda: _text(ex(0xA433))),
+        ("lens_model", lambda: _text(ex(0xA434))),
+        ("owner", lambda: _text(ex(0xA430))),
         ("software", lambda: _text(base.get(0x0131))),
-        ("datetime_original", lambda: _datetime(sub.get(0x9003), sub.get(0x9291))),
-        ("datetime_digitized", lambda: _datetime(sub.get(0x9004), sub.get(0x9292))),
-        ("datetime", lambda: _datetime(base.get(0x0132), sub.get(0x9290))),
-        ("offset_time", lambda: _offset(sub.get(0x9010))),
-        ("offset_time_original", lambda: _offset(sub.get(0x9011))),
-        ("offset_time_digitized", lambda: _offset(sub.get(0x9012))),
+        ("datetime_original", lambda: _datetime(ex(0x9003), ex(0x9291))),
+        ("datetime_digitized", lambda: _datetime(ex(0x9004), ex(0x9292))),
+        ("datetime", lambda: _datetime(base.get(0x0132), ex(0x9290))),
+        ("offset_time", lambda: _offset(ex(0x9010))),
+        ("offset_time_original", lambda: _offset(ex(0x9011))),
+        ("offset_time_digitized", lambda: _offset(ex(0x9012))),
         ("orientation", lambda: _orientation(base.get(0x0112))),
-        ("width", lambda: _dimension(sub.get(0xA002))),
-        ("height", lambda: _dimension(sub.get(0xA003))),
+        ("width", lambda: _dimension(ex(0xA002))),
+        ("height", lambda: _dimension(ex(0xA003))),
         ("gps", lambda: _gps(gps_ifd)),
     ]
     for key, read in fields:
@@ -541,10 +595,13 @@ def _safe(read: Callable[[], _T]) -> _T | None:
 
 
 def _text(value: Any) -> str | None:
+    """EXIF ASCII text as exiftool reads it: up to the first NUL (``ION230\\x00F`` is ``ION230``),
+    other control characters as spaces, at most ``_MAX_TEXT`` characters."""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
+        value = value.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
     if not isinstance(value, str):
         return None
+    value = value.split("\x00", 1)[0]
     value = "".join(c if c.isprintable() else " " for c in value[: 4 * _MAX_TEXT]).strip()
     return value[:_MAX_TEXT] or None
 

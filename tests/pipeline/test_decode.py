@@ -16,7 +16,7 @@ import numpy as np
 import pdqhash
 import pytest
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, JpegImagePlugin, TiffImagePlugin
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 from skimage import data as skdata
 
 from heroes.pipeline.decode import (
@@ -544,6 +544,214 @@ def test_garbage_exif_never_costs_the_image_its_record(payload: bytes) -> None:
     assert (result.width, result.height) == (32, 24)
     assert result.pdq is not None
     json.dumps(result.exif)
+
+
+def test_exif_text_ends_at_its_first_nul_as_exiftool_reads_it() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Polaroid"
+    exif[0x0110] = "ION230\x00F"
+    result = analyze_image(encode(Image.new("RGB", (16, 16)), "JPEG", exif=exif))
+    assert result.exif == {"make": "Polaroid", "model": "ION230"}
+
+
+def test_exif_ifd_tags_written_into_ifd0_are_still_read() -> None:
+    exif = Image.Exif()
+    exif[0x0110] = "Body"
+    exif[0xA431] = "SN-0042"
+    exif[0xA434] = "Lens 35mm"
+    exif[0x9003] = "2019:08:07 06:05:04"
+    result = analyze_image(encode(Image.new("RGB", (16, 16)), "JPEG", exif=exif))
+    assert result.exif is not None
+    assert result.exif["body_serial"] == "SN-0042" and result.exif["lens_model"] == "Lens 35mm"
+    assert result.exif["datetime_original"] == "2019-08-07T06:05:04"
+
+
+def heic_with_orientation(orientation: int, *, irot: bool) -> bytes:
+    """A HEIC of ``halves(64, 32)`` whose EXIF says ``orientation``; with ``irot`` the encoder
+    also writes the rotation property, without it only the EXIF tag says so."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation if irot else 1
+    data = encode(halves(64, 32), "HEIF", exif=exif.tobytes(), quality=95)
+    if irot:
+        return data
+    tag = b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x01"  # big-endian entry: orientation 1
+    assert data.count(tag) == 1
+    return data.replace(tag, tag[:-1] + bytes([orientation]))
+
+
+def test_a_heic_is_shown_as_its_own_transform_says_and_not_as_its_exif() -> None:
+    rotated = analyze_image(heic_with_orientation(6, irot=True), keep_pixels=True)
+    assert (rotated.width, rotated.height) == (32, 64)
+    assert rotated.exif == {"orientation": 6}
+    assert rotated.pixels is not None and is_red(rotated.pixels[2, 16])
+
+    stored = analyze_image(heic_with_orientation(6, irot=False), keep_pixels=True)
+    assert (stored.width, stored.height) == (64, 32), "no irot: viewers show it unrotated"
+    assert stored.exif == {"orientation": 6, "orientation_applied": False}
+    assert (
+        stored.pixels is not None
+        and is_red(stored.pixels[16, 2])
+        and is_blue(stored.pixels[16, 61])
+    )
+
+
+XMP_PACKET = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+    b' xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"'
+    b' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:exifEX="http://cipa.jp/exif/1.0/"'
+    b' exif:GPSLatitude="33,51.9S" exif:GPSLongitude="151,12,36E" exif:GPSAltitude="125/10"'
+    b' exif:GPSAltitudeRef="1" xmp:CreateDate="2020-05-06T07:08:10+02:00"'
+    b' photoshop:DateCreated="2020-05-06T07:08:09.5+02:00" xmp:ModifyDate="2020-05-07T00:00:00Z">'
+    b"<tiff:Model>Phone X</tiff:Model>"
+    b"<exifEX:BodySerialNumber>A1B2</exifEX:BodySerialNumber>"
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+    b'<?xpacket end="w"?>'
+)
+
+
+def with_xmp(fmt: str, packet: bytes = XMP_PACKET, **params: Any) -> bytes:
+    im = Image.new("RGB", (32, 24), (10, 200, 30))
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", packet.decode("utf-8"))
+        return encode(im, fmt, pnginfo=info, **params)
+    if fmt == "TIFF":
+        return encode(im, fmt, tiffinfo={700: packet}, **params)
+    return encode(im, fmt, xmp=packet, **params)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_times_and_place_found_only_in_xmp_are_read(fmt: str) -> None:
+    result = analyze_image(with_xmp(fmt))
+    assert result.exif == {
+        "model": "Phone X",
+        "body_serial": "A1B2",
+        "datetime_original": "2020-05-06T07:08:09.500000",
+        "offset_time_original": "+02:00",
+        "datetime_digitized": "2020-05-06T07:08:10",
+        "offset_time_digitized": "+02:00",
+        "datetime": "2020-05-07T00:00:00",
+        "offset_time": "+00:00",
+        "gps": {"lat": -33.865, "lon": 151.21, "alt": -12.5},
+    }
+
+
+def test_exif_wins_over_xmp_and_xmp_fills_only_what_exif_lacks() -> None:
+    exif = camera_exif(south=False, west=False, below_sea=False)
+    del exif.get_ifd(0x8825)[29]
+    result = analyze_image(with_xmp("JPEG", exif=exif))
+    assert result.exif is not None
+    assert result.exif["model"] == "Canon EOS 5D Mark IV"
+    assert result.exif["datetime_original"] == "2021-03-04T05:06:07.250000"
+    assert result.exif["gps"]["lat"] == 33.865 and result.exif["gps"]["alt"] == 12.5
+    assert result.exif["body_serial"] == "012345678901"
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>',
+        b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF",
+        b"\x00" * 64,
+        XMP_PACKET.replace(b"33,51.9S", b"95,0N").replace(b"2020-05-06T07:08:09.5", b"yesterday"),
+    ],
+    ids=["entities", "cut", "zeros", "bad-values"],
+)
+def test_hostile_or_broken_xmp_never_costs_the_image_its_record(packet: bytes) -> None:
+    result = analyze_image(with_xmp("JPEG", packet))
+    assert (result.width, result.height) == (32, 24)
+    assert result.exif is None or "lat" not in result.exif.get("gps", {})
+    assert result.exif is None or "datetime_original" not in result.exif
+
+
+def iptc_jpeg(date: bytes, time: bytes) -> bytes:
+    """A JPEG with an IPTC-IIM block (APP13, Photoshop 3.0 resource 0x0404)."""
+
+    def dataset(number: int, value: bytes) -> bytes:
+        return bytes([0x1C, 2, number]) + struct.pack(">H", len(value)) + value
+
+    iim = dataset(0, b"\x00\x04") + dataset(55, date) + dataset(60, time)
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iim)) + iim
+    if len(iim) % 2:
+        resource += b"\x00"
+    payload = b"Photoshop 3.0\x00" + resource
+    app13 = b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+    jpeg = encode(Image.new("RGB", (16, 16), (40, 50, 60)), "JPEG")
+    return jpeg[:2] + app13 + jpeg[2:]
+
+
+def test_a_creation_time_found_only_in_iptc_is_read() -> None:
+    result = analyze_image(iptc_jpeg(b"20180910", b"111213+0100"))
+    assert result.exif == {
+        "datetime_original": "2018-09-10T11:12:13",
+        "offset_time_original": "+01:00",
+    }
+
+
+# --- EXIF against exiftool -------------------------------------------------------------------
+
+
+def exiftool_fields(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["exiftool", "-j", "-n", "-a", "-G1", str(path)], capture_output=True, text=True, check=True
+    )
+    tags: dict[str, Any] = json.loads(done.stdout)[0]
+
+    def tag(*names: str) -> Any:
+        for name in names:
+            for key, value in tags.items():
+                if key.split(":")[-1] == name:
+                    return value
+        return None
+
+    return {
+        "model": tag("Model"),
+        "body_serial": tag("SerialNumber", "BodySerialNumber"),
+        "datetime_original": tag("DateTimeOriginal", "DateCreated"),
+        # exiftool's composite tags carry the sign of the hemisphere reference
+        "lat": tags.get("Composite:GPSLatitude", tag("GPSLatitude")),
+        "lon": tags.get("Composite:GPSLongitude", tag("GPSLongitude")),
+    }
+
+
+def heroes_fields(data: bytes) -> dict[str, Any]:
+    exif = analyze_image(data).exif or {}
+    stamp = exif.get("datetime_original")
+    return {
+        "model": exif.get("model"),
+        "body_serial": exif.get("body_serial"),
+        "datetime_original": stamp.replace("-", ":").replace("T", " ") if stamp else None,
+        "lat": (exif.get("gps") or {}).get("lat"),
+        "lon": (exif.get("gps") or {}).get("lon"),
+    }
+
+
+def test_exif_fields_agree_with_exiftool(tmp_path: Path) -> None:
+    nul = Image.Exif()
+    nul[0x0110] = "ION230\x00F"
+    nul[0xA431] = "IFD0-SERIAL"
+    nul.get_ifd(0x8769)[0x9003] = "2017:01:02 03:04:05"
+    gps = nul.get_ifd(0x8825)
+    gps.update({1: "S", 2: (33.0, 51.0, 54.0), 3: "E", 4: (151.0, 12.0, 36.0)})
+    xmp_only = XMP_PACKET.replace(b"photoshop:DateCreated", b"exif:DateTimeOriginal").replace(
+        b"2020-05-06T07:08:09.5+02:00", b"2020-05-06T07:08:09"
+    )
+    images = {
+        "ifd0.jpg": encode(Image.new("RGB", (16, 16)), "JPEG", exif=nul),
+        "xmp.jpg": with_xmp("JPEG", xmp_only),
+    }
+    for name, data in images.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        ours, theirs = heroes_fields(data), exiftool_fields(path)
+        assert ours["model"] == theirs["model"] and ours["body_serial"] == theirs["body_serial"]
+        assert ours["datetime_original"] == theirs["datetime_original"], name
+        assert ours["lat"] == pytest.approx(theirs["lat"], abs=1e-6), name
+        assert ours["lon"] == pytest.approx(theirs["lon"], abs=1e-6), name
 
 
 # --- PDQ -------------------------------------------------------------------------------------
