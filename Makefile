@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_hashing.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_decode.py
+	$(BIN)/python benchmarks/bench_exif.py
 
 clean:
 	rm -rf demo .pytest_cache
