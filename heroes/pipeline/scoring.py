@@ -221,6 +221,8 @@ def score_item(
     if status == "error":
         return weights.error, [{"reason": REASON_UNDECODED, "error": error, "value": weights.error}]
     if error and status == "ok":
-        why.append({"reason": REASON_DAMAGED, "error": error, "value": weights.error})
-        p = max(p, weights.error)
+        # ranked at least like a file that could not be decoded: the unread part may matter
+        lift = max(0.0, weights.error - p)
+        why.append({"reason": REASON_DAMAGED, "error": error, "value": round(lift, 4)})
+        p += lift
     return p, why

@@ -219,10 +219,12 @@ def test_a_damaged_file_that_was_analysed_says_so_and_keeps_its_evidence() -> No
     damage = "truncated image: image file is truncated (97% of rows decoded)"
     p, why = score_item("ok", None, [face(0.9)], still(0.8), W, error=damage)
     assert reasons(why) == [REASON_MINOR_AND_EXPLICIT, REASON_DAMAGED]
-    assert why[1]["error"] == damage
-    assert p >= W.minor_and_explicit_base
+    assert why[1]["error"] == damage and why[1]["value"] == 0.0, "the evidence already ranks it"
+    assert p == pytest.approx(W.minor_and_explicit_base + W.minor_and_explicit * 0.9 * 0.8)
     benign, why = score_item("ok", None, [], still(0.0), W, error=damage)
-    assert reasons(why) == [REASON_DAMAGED] and benign == W.error
+    assert reasons(why) == [REASON_DAMAGED] and benign == W.error == why[0]["value"]
+    weak, why = score_item("ok", None, [], still(0.04), W, error=damage)
+    assert weak == pytest.approx(W.error) and sum(w["value"] for w in why) == pytest.approx(weak)
 
 
 def test_an_undecodable_file_names_its_error() -> None:
