@@ -323,6 +323,15 @@ def test_a_jpeg_cut_in_half_is_analysed_with_the_share_of_rows_that_decoded(
     assert cut.pdq is not None and cut.pdq_quality is not None
 
 
+def test_a_progressive_jpeg_cut_short_has_every_row_at_a_lower_quality(
+    astronaut: Image.Image,
+) -> None:
+    whole = encode(astronaut, "JPEG", quality=90, progressive=True)
+    cut = analyze_image(whole[: len(whole) // 2])
+    assert cut.damage is not None and cut.decoded_fraction == 1.0
+    assert cut.pdq is not None and pdq_distance(cut.pdq, analyze_image(whole).pdq or "") <= 31
+
+
 def test_a_jpeg_cut_to_a_quarter_is_too_damaged_and_carries_no_hash(big_jpeg: bytes) -> None:
     with pytest.raises(DecodeError, match=r"^truncated image: .*under the 50% needed") as caught:
         analyze_image(big_jpeg[: len(big_jpeg) // 4])
