@@ -52,6 +52,7 @@ Each entry also carries ``value`` (its share of the priority) and the numbers it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,17 @@ def _frames(
     return per
 
 
+def _shown(value: float, threshold: float) -> float:
+    """``value`` to 4 decimals, never rounded across its threshold (0.49996 shows as 0.4999, not
+    0.5, next to "below the threshold 0.5")."""
+    shown = round(value, 4)
+    if value < threshold <= shown:
+        shown = math.floor(value * 10_000) / 10_000
+    elif shown < threshold <= value:
+        shown = math.ceil(value * 10_000) / 10_000
+    return shown
+
+
 def _argmax(frames: dict[float | None, _Frame], value: Any) -> tuple[float | None, _Frame]:
     return max(frames.items(), key=lambda item: value(item[1]))
 
@@ -120,8 +132,8 @@ def _model_evidence(
         p = min(weights.model_cap, p)
         entry = {
             "reason": REASON_MINOR_AND_EXPLICIT,
-            "p_minor": round(f.p_minor, 4),
-            "nudity": round(f.nudity, 4),
+            "p_minor": _shown(f.p_minor, weights.minor_threshold),
+            "nudity": _shown(f.nudity, threshold),
             "threshold": threshold,
             "frame_time": t,
             "value": round(p, 4),
@@ -137,7 +149,7 @@ def _model_evidence(
         why.append(
             {
                 "reason": REASON_EXPLICIT if explicit else REASON_LOW_NUDITY,
-                "nudity": round(n_max, 4),
+                "nudity": _shown(n_max, threshold),
                 "threshold": threshold,
                 "frame_time": n_time,
                 "value": round(n_part, 4),
@@ -146,7 +158,7 @@ def _model_evidence(
     if m_part >= floor:
         entry = {
             "reason": REASON_MINOR if m_max >= weights.minor_threshold else REASON_WEAK_MINOR,
-            "p_minor": round(m_max, 4),
+            "p_minor": _shown(m_max, weights.minor_threshold),
             "frame_time": m_time,
             "value": round(m_part, 4),
         }

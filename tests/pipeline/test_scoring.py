@@ -151,6 +151,12 @@ def test_the_minor_and_explicit_tier_needs_both_thresholds_in_one_frame(
         )
 
 
+def test_a_score_just_under_the_threshold_is_never_shown_as_the_threshold() -> None:
+    _, why = score_item("ok", None, [face(0.499996)], still(0.499996), W)
+    assert reasons(why) == [REASON_LOW_NUDITY, REASON_WEAK_MINOR]
+    assert why[0]["nudity"] == 0.4999 and why[1]["p_minor"] == 0.4999
+
+
 def test_a_weak_minor_probability_says_so() -> None:
     _, why = score_item("ok", None, [face(0.2, age=24.0)], still(0.0), W)
     assert reasons(why) == [REASON_WEAK_MINOR]
@@ -200,6 +206,10 @@ def test_every_reason_holds_for_its_numbers(p_minor: float, score: float, thresh
             assert 0 < p_minor < W.minor_threshold
         else:
             raise AssertionError(f"unexpected reason {r!r}")
+        if "nudity" in w:
+            assert (w["nudity"] >= w["threshold"]) is (score >= threshold), "shown as found"
+        if "p_minor" in w:
+            assert (w["p_minor"] >= W.minor_threshold) is (p_minor >= W.minor_threshold)
     explicit = score >= threshold
     assert (p >= W.explicit_base) is explicit
     assert (p >= W.minor_and_explicit_base) is (explicit and p_minor >= W.minor_threshold)
