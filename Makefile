@@ -10,9 +10,11 @@ TORCH ?= torch==2.13.0
 .PHONY: install install-gpu system-deps demo test bench clean
 
 # Debian packages: FFmpeg development libraries (vpdq builds against them), hashdeep (benchmark
-# baseline) and PostgreSQL (the store tests start a throw-away server).
+# baseline), PostgreSQL (the store tests start a throw-away server) and exiftool (the reference
+# that the EXIF tests and benchmarks/bench_exif.py compare with).
 DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
-	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql
+	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql \
+	libimage-exiftool-perl
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -56,6 +58,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_hashing.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_decode.py
+	$(BIN)/python benchmarks/bench_exif.py
 
 clean:
 	rm -rf demo .pytest_cache

@@ -313,15 +313,27 @@ def queue(
     out.print(t)
 
 
+#: how each number of a ``why`` entry reads in the queue, in this order
+_WHY_LABELS: tuple[tuple[str, str], ...] = (
+    ("hashset", "hash set {}"),
+    ("category", "category {}"),
+    ("distance", "PDQ distance {}"),
+    ("via_item", "via item {}"),
+    ("nudity", "nudity score {}"),
+    ("threshold", "explicit threshold {}"),
+    ("p_minor", "P(under 18) {}"),
+    ("age", "estimated age {}"),
+    ("error", "{}"),
+)
+
+
 def _why_text(w: dict) -> str:  # type: ignore[type-arg]
-    extra = [
-        f"{k} {w[k]}"
-        for k in ("hashset", "category", "distance", "via_item", "p_minor", "nudity")
-        if k in w
-    ]
+    """One reason as a reviewer reads it aloud, e.g. ``low nudity score, below the explicit
+    threshold (nudity score 0.15, explicit threshold 0.5)``."""
+    extra = [label.format(w[k]) for k, label in _WHY_LABELS if w.get(k) is not None]
     if w.get("frame_time") is not None:
         extra.append(f"at {w['frame_time']:.1f} s")
-    return w["reason"] + (f" ({', '.join(str(e) for e in extra)})" if extra else "")
+    return w["reason"] + (f" ({', '.join(extra)})" if extra else "")
 
 
 @app.command()

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -28,6 +28,9 @@ class Limits(BaseModel):
     max_members: int = Field(100_000, gt=0, description="members per archive")
     max_pixels: int = Field(
         178_956_970, gt=0, description="pixels of one image (Pillow's bomb limit)"
+    )
+    max_decode_bytes: int = Field(
+        512 * MiB, gt=0, description="memory one image decode may take in a worker"
     )
     max_frames: int = Field(2_000, gt=0, description="frames kept per video")
     max_video_seconds: float = Field(4 * 3600.0, gt=0, description="video time decoded per file")
@@ -46,14 +49,24 @@ DEFAULT_CATEGORY_WEIGHTS: dict[str, dict[str, float]] = {
 
 
 class ScoringWeights(BaseModel):
+    """The numbers of :mod:`heroes.pipeline.scoring`; the tiers they make must never overlap."""
+
     exact_base: float = 0.90
     exact_span: float = 0.10
     pdq_base: float = 0.80
     pdq_span: float = 0.09
     model_cap: float = 0.79
-    minor_and_explicit: float = 0.55
-    explicit: float = 0.15
-    minor: float = 0.09
+    # a face estimated under 18 and explicit nudity in the same frame: base + span * P(minor) * n
+    minor_and_explicit_base: float = 0.60
+    minor_and_explicit: float = 0.19
+    # explicit nudity (at or above the threshold) without such a face in its frame
+    explicit_base: float = 0.30
+    explicit: float = 0.15  # per unit of the highest nudity score
+    minor: float = 0.09  # per unit of the highest P(age < 18) of a face
+    minor_threshold: float = Field(0.5, gt=0, le=1, description="'under 18' at or above this")
+    explicit_threshold: float = Field(
+        0.5, gt=0, le=1, description="for records whose nudity carries no threshold of its own"
+    )
     error: float = 0.01
     why_floor: float = 0.005  # model contributions below this are not listed in ``why``
     uncategorised: float = 0.6
@@ -66,6 +79,21 @@ class ScoringWeights(BaseModel):
         if category is None:
             return self.uncategorised
         return self.categories.get(scheme or "", {}).get(str(category), self.unknown_category)
+
+    @model_validator(mode="after")
+    def _tiers_do_not_overlap(self) -> ScoringWeights:
+        weak = self.explicit + self.minor  # the most the tier below explicit nudity can reach
+        checks = [
+            (self.model_cap >= self.minor_and_explicit_base + self.minor_and_explicit, "model_cap"),
+            (self.minor_and_explicit_base > self.explicit_base + weak, "minor_and_explicit_base"),
+            (self.explicit_base > weak, "explicit_base"),
+            (self.pdq_base > self.model_cap, "pdq_base"),
+            (self.exact_base > self.pdq_base + self.pdq_span, "exact_base"),
+        ]
+        for ok, name in checks:
+            if not ok:
+                raise ValueError(f"scoring.{name} makes two priority tiers overlap")
+        return self
 
 
 class RaySettings(BaseModel):

@@ -21,6 +21,7 @@ from heroes.store.db import encode_vector
 class AnalyzeOptions:
     working_size: int = 512
     max_pixels: int = 178_956_970
+    max_decode_bytes: int = 512 * 1024 * 1024
     keyframe_interval: float = 1.0
     max_frames: int = 2000
     max_video_seconds: float = 14400.0
@@ -143,7 +144,11 @@ def decode_media(
                     data = f.read()
             keep = opts.models is not None
             img = analyze_image(
-                data, working_size=opts.working_size, max_pixels=opts.max_pixels, keep_pixels=keep
+                data,
+                working_size=opts.working_size,
+                max_pixels=opts.max_pixels,
+                keep_pixels=keep,
+                max_decode_bytes=opts.max_decode_bytes,
             )
             out = {
                 "width": img.width,
@@ -152,6 +157,9 @@ def decode_media(
                 "pdq_quality": img.pdq_quality,
                 "exif": img.exif,
             }
+            if img.damage is not None:
+                # damaged, but enough of it decoded: analysed as a viewer shows it, damage kept
+                out["error"] = img.damage
             if img.pixels is not None:
                 return Decoded(out, [img.pixels], [None], img.width / img.pixels.shape[1])
             return Decoded(out, [], [])
@@ -178,14 +186,10 @@ def decode_media(
         out = {"status": "error", "error": str(exc)}
         partial = getattr(exc, "partial", None)
         if isinstance(partial, ImageAnalysis):
-            # a truncated image: what could be decoded still gets hashed and described
-            out.update(
-                width=partial.width,
-                height=partial.height,
-                pdq=partial.pdq,
-                pdq_quality=partial.pdq_quality,
-                exif=partial.exif,
-            )
+            # too damaged to analyse: the header's facts stay, and a hash only if there is one
+            out.update(width=partial.width, height=partial.height, exif=partial.exif)
+            if partial.pdq is not None:
+                out.update(pdq=partial.pdq, pdq_quality=partial.pdq_quality)
         elif isinstance(partial, VideoAnalysis):
             out.update(video=partial.to_record(), width=partial.width, height=partial.height)
         return Decoded(out, [], [])

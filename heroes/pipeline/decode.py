@@ -4,8 +4,27 @@ Seized media is hostile input: pixel bombs, truncated files, garbage metadata. E
 identified from its header, its pixel count is checked against ``max_pixels`` before a single
 pixel is decoded, JPEGs are decoded through ``draft`` straight to about the working size, and the
 result is one RGB copy (longest side <= ``working_size``) from which PDQ and the models work.
-Anything unreadable becomes a :class:`DecodeError` with a reason a reviewer can read; a damaged
-file that still yields pixels carries its partial analysis on the error.
+Anything unreadable becomes a :class:`DecodeError` with a reason a reviewer can read.
+
+**Damaged files keep what could be read.** A truncated or corrupt image is decoded a second time
+with Pillow's truncated-image tolerance; the decoder fills what it could not read with one flat
+colour (JPEG grey, PNG black) from the bottom up, so the rows decoded are the rows above that flat
+tail. When at least :data:`MIN_DECODED_FRACTION` of the rows decoded, the image is analysed as it
+would show in a viewer (PDQ, models) and ``ImageAnalysis.damage`` says what was wrong, e.g.
+``truncated image: image file is truncated (16 bytes not processed); 97% of rows decoded``.
+Below that, most of the picture would be decoder fill: the file is a :class:`DecodeError` whose
+``partial`` keeps the header facts (size, format, EXIF) but no PDQ, since a hash of fill would be
+made up. A progressive JPEG cut short decodes every row at a lower quality, so it counts as fully
+decoded. A flat bottom that the picture really has counts as undecoded in a damaged file (it
+cannot be told from fill), which errs towards calling a file too damaged.
+
+**Decode memory is bounded per worker.** JPEGs decode through ``draft`` at 1/2 to 1/8 scale; other
+formats decode at full size (their Pillow decoders cannot reduce), so an image whose full-size
+decode would take more than ``max_decode_bytes`` (default :data:`DEFAULT_MAX_DECODE_BYTES`,
+counted as Pillow stores pixels: 4 bytes per multi-band pixel, plus any mode conversion) is refused
+with a readable error before a pixel is decoded, instead of taking gigabytes (a 13000 x 13000 RGBA
+PNG of 657 KB would need about 645 MiB per copy). No full-size copy is made beyond the decode
+itself, except a mode conversion that resampling needs (palette, CMYK, transparency key).
 """
 
 from __future__ import annotations
@@ -27,11 +46,17 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile
 from pillow_heif import register_heif_opener
 
+from heroes.pipeline.xmp import fill_missing, read_iptc, read_xmp, xmp_packet
+
 register_heif_opener()
 
 #: Pillow's own hard limit (2 x ``Image.MAX_IMAGE_PIXELS``), the default of ``Limits.max_pixels``
 DEFAULT_MAX_PIXELS = 178_956_970
 PDQ_HEX_LEN = 64
+#: Rows of a damaged image that must decode for it to be analysed (see the module docstring).
+MIN_DECODED_FRACTION = 0.5
+#: Bytes one full-size decode (plus a mode conversion) may take in a worker.
+DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 
 _T = TypeVar("_T")
 
@@ -80,6 +105,8 @@ class ImageInfo:
     frames: int
     exif: dict[str, Any] | None
     truncated: str | None = None
+    #: share of the rows that decoded (1.0 unless ``truncated``)
+    decoded_fraction: float = 1.0
 
 
 @dataclass(slots=True)
@@ -93,6 +120,9 @@ class ImageAnalysis:
     pdq_quality: int | None
     exif: dict[str, Any] | None
     pixels: NDArray[np.uint8] | None = None
+    #: why the file is damaged when it was analysed anyway (the record's ``error``), else None
+    damage: str | None = None
+    decoded_fraction: float = 1.0
 
 
 class _Damaged(Exception):
@@ -105,14 +135,20 @@ def analyze_image(
     working_size: int = 512,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     keep_pixels: bool = False,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    min_decoded_fraction: float = MIN_DECODED_FRACTION,
 ) -> ImageAnalysis:
     """Decode ``data`` once and return its size, format, EXIF and PDQ.
 
-    Raises :class:`DecodeError`; for a truncated or damaged image that still decoded in part, the
-    error's ``partial`` is the analysis of what was there.
+    A damaged image of which at least ``min_decoded_fraction`` of the rows decoded is analysed
+    and says so in ``damage``. Raises :class:`DecodeError` otherwise; for a damaged image the
+    error's ``partial`` holds its header facts (size, format, EXIF) and no PDQ.
     """
-    rgb, info = load_rgb(data, working_size=working_size, max_pixels=max_pixels)
-    pdq, quality = pdq_hex(rgb)
+    rgb, info = load_rgb(
+        data, working_size=working_size, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes
+    )
+    too_damaged = info.truncated is not None and info.decoded_fraction < min_decoded_fraction
+    pdq, quality = (None, None) if too_damaged else pdq_hex(rgb)
     analysis = ImageAnalysis(
         width=info.width,
         height=info.height,
@@ -122,38 +158,49 @@ def analyze_image(
         pdq=pdq,
         pdq_quality=quality,
         exif=info.exif,
-        pixels=rgb if keep_pixels else None,
+        pixels=rgb if keep_pixels and not too_damaged else None,
+        damage=info.truncated,
+        decoded_fraction=info.decoded_fraction,
     )
-    if info.truncated is not None:
-        raise DecodeError(info.truncated, partial=analysis)
+    if too_damaged:
+        needed = f"under the {min_decoded_fraction:.0%} needed to analyse it"
+        raise DecodeError(f"{info.truncated}, {needed}", partial=analysis)
     return analysis
 
 
 def load_rgb(
-    data: bytes, *, working_size: int = 512, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    *,
+    working_size: int = 512,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> tuple[NDArray[np.uint8], ImageInfo]:
     """Decode the first frame of an image to an RGB array whose longest side <= ``working_size``.
 
     Damaged files are decoded a second time with Pillow's truncated-image tolerance so that what
-    is there can still be hashed; ``ImageInfo.truncated`` then says why.
+    is there can still be hashed; ``ImageInfo.truncated`` then says why and
+    ``ImageInfo.decoded_fraction`` how much of the picture is real.
     """
     if working_size < 1:
         raise ValueError(f"working_size must be positive, got {working_size}")
     with _quiet_pillow():
         try:
-            return _decode(data, working_size, max_pixels)
+            return _decode(data, working_size, max_pixels, max_decode_bytes)
         except _Damaged as damage:
             reason = str(damage)
         with _truncated_images_allowed():
             try:
-                rgb, info = _decode(data, working_size, max_pixels)
+                rgb, info = _decode(data, working_size, max_pixels, max_decode_bytes, damaged=True)
             except (_Damaged, DecodeError):
                 raise DecodeError(f"damaged image: {reason}") from None
     kind = "truncated image" if "truncat" in reason.lower() else "damaged image"
-    return rgb, replace(info, truncated=f"{kind}: {reason}")
+    rows = f"{math.floor(info.decoded_fraction * 100)}% of rows decoded"
+    return rgb, replace(info, truncated=f"{kind}: {reason}; {rows}")
 
 
-def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np.uint8], ImageInfo]:
+def _decode(
+    data: bytes, working_size: int, max_pixels: int, max_bytes: int, *, damaged: bool = False
+) -> tuple[NDArray[np.uint8], ImageInfo]:
     try:
         im = _identify(data)
     except Image.DecompressionBombError as bomb:
@@ -169,6 +216,12 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
         # short side decide and decode a 3:2 photo at twice the scale needed.
         scale = working_size / max(width, height)
         im.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+        need = _decode_bytes(im)
+        if need > max_bytes:
+            raise DecodeError(
+                f"too large to decode: {width}x{height} {mode} needs about {need >> 20} MiB, "
+                f"over the {max_bytes >> 20} MiB decode budget per worker"
+            )
         try:
             im.load()
         except Image.DecompressionBombError as bomb:
@@ -177,6 +230,7 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
             raise
         except Exception as error:
             raise _Damaged(str(error) or type(error).__name__) from None
+        fraction = _decoded_fraction(im) if damaged else 1.0
         exif = read_exif(im)
         orientation = exif.get("orientation", 1) if exif else 1
         try:
@@ -189,24 +243,137 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
         width, height = height, width
     if applied is not None:
         exif = {**(exif or {}), "orientation": applied}
-    info = ImageInfo(width=width, height=height, format=fmt, mode=mode, frames=frames, exif=exif)
+        if fmt in ("HEIF", "AVIF") and applied != 1 and not _heif_has_transform(data):
+            exif["orientation_applied"] = False
+    info = ImageInfo(
+        width=width,
+        height=height,
+        format=fmt,
+        mode=mode,
+        frames=frames,
+        exif=exif,
+        decoded_fraction=fraction,
+    )
     return rgb, info
+
+
+def _decode_bytes(im: Image.Image) -> int:
+    """Bytes of the decode ``im`` is set up for (after ``draft``), plus a mode conversion.
+
+    Pillow keeps every multi-band pixel in 4 bytes; ``I``/``F`` take 4, ``I;16`` 2, others 1.
+    """
+    w, h = im.size
+    mode = im.mode
+    if mode.startswith("I;16"):
+        per_pixel = 2
+    elif mode in ("I", "F") or len(mode) > 1:
+        per_pixel = 4
+    else:
+        per_pixel = 1
+    converts = mode not in ("RGB", "RGBA", "L", "I", "F") and not mode.startswith("I;16")
+    converts = converts or "transparency" in im.info
+    return w * h * (per_pixel + (4 if converts else 0))
+
+
+def _decoded_fraction(im: Image.Image, band: int = 64) -> float:
+    """Share of rows above the flat tail a decoder leaves where data ran out.
+
+    Scans from the bottom in bands so a large image is never copied whole.
+    """
+    w, h = im.size
+    if h == 0 or w == 0:
+        return 0.0
+    fill: Any = None
+    flat = 0
+    y1 = h
+    while y1 > 0:
+        y0 = max(0, y1 - band)
+        rows = np.asarray(im.crop((0, y0, w, y1)))
+        if fill is None:
+            fill = rows[-1:, :1]
+        same = (rows == fill).reshape(rows.shape[0], -1).all(axis=1)
+        for is_fill in same[::-1]:
+            if not is_fill:
+                return 1.0 - flat / h
+            flat += 1
+        y1 = y0
+    return 0.0
 
 
 def _working_copy(im: Image.Image, working_size: int, orientation: int) -> NDArray[np.uint8]:
     """Resample first and rotate after: transposing the small copy is the cheap order."""
     work = _working_mode(im)
+    if work.mode in ("RGBA", "LA"):
+        work = _reduce_in_strips(work, working_size)
     work.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
     if orientation in _ORIENTATION_TRANSPOSE:
         work = work.transpose(_ORIENTATION_TRANSPOSE[orientation])
     return to_rgb_array(work)
 
 
+def _reduce_in_strips(im: Image.Image, working_size: int, rows: int = 64) -> Image.Image:
+    """``im.reduce`` as ``thumbnail`` would apply it, one strip of rows at a time.
+
+    Pillow reduces and resizes images with alpha through a premultiplied full-size copy; strips
+    aligned on the reduction factor give the same pixels with only one strip copied at a time.
+    """
+    w, h = im.size
+    factor = int(max(w, h) / working_size / 2.0)
+    if factor < 2:
+        return im
+    out = Image.new(im.mode, ((w + factor - 1) // factor, (h + factor - 1) // factor))
+    step = factor * rows
+    for y in range(0, h, step):
+        strip = im.crop((0, y, w, min(h, y + step))).reduce(factor)
+        out.paste(strip, (0, y // factor))
+    return out
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """ISO-BMFF boxes between ``start`` and ``end``: (type, payload start, box end)."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def _heif_has_transform(data: bytes) -> bool:
+    """Whether a HEIF/AVIF file has a rotation or mirror property (``irot``/``imir`` in
+    ``meta/iprp/ipco``): the transforms that decoders apply and viewers show."""
+    try:
+        for kind, start, end in _boxes(data, 0, len(data)):
+            if kind != b"meta":
+                continue
+            for kind2, start2, end2 in _boxes(data, start + 4, end):  # meta is a full box
+                if kind2 != b"iprp":
+                    continue
+                for kind3, start3, end3 in _boxes(data, start2, end2):
+                    if kind3 == b"ipco":
+                        return any(
+                            k in (b"irot", b"imir") for k, _, _ in _boxes(data, start3, end3)
+                        )
+    except struct.error:
+        return False
+    return False
+
+
 def _orientation_applied_by_plugin(im: Image.Image) -> int | None:
     """The stored orientation of formats whose Pillow plugin rotates the pixels itself.
 
     Pillow's TIFF plugin and pillow-heif apply the orientation while loading and then drop it from
-    the EXIF they expose; the record should still show what the file said.
+    the EXIF they expose; the record should still show what the file said. A HEIF/AVIF file is
+    shown as its own ``irot``/``imir`` transforms say (the HEIF standard makes the EXIF orientation
+    informative only, and libheif, phones and browsers follow it): when the file has no transform
+    but its EXIF names one, the pixels and size stay as stored and ``exif.orientation_applied`` is
+    false, so that no reader rotates them a second time.
     """
     tags = getattr(im, "tag_v2", None)
     value = tags.get(0x0112) if tags is not None else im.info.get("original_orientation")
@@ -254,6 +421,8 @@ def _frame_count(im: Image.Image) -> int:
 def _working_mode(im: Image.Image) -> Image.Image:
     """Convert to a mode that resamples well (``thumbnail`` of P and 1 is nearest-neighbour)."""
     mode = im.mode
+    if mode == "RGBA":
+        return im  # converting to its own mode would copy the full-size image
     if mode in _ALPHA_MODES or "transparency" in im.info:
         return im.convert("RGBA")
     if mode in ("RGB", "L", "I", "F") or mode.startswith("I;16"):
@@ -363,11 +532,16 @@ def _check_pdq(value: str) -> str:
 
 
 def read_exif(im: Image.Image) -> dict[str, Any] | None:
-    """The EXIF fields the case record uses, or None when there are none (never raises)."""
+    """The EXIF fields the case record uses, or None when there are none (never raises).
+
+    Fields that EXIF leaves empty are filled from the XMP packet and, in JPEGs, from IPTC
+    (see :mod:`heroes.pipeline.xmp`).
+    """
     exif = _safe(im.getexif)
-    if exif is None:
-        return None
-    return parse_exif(exif)
+    fields = parse_exif(exif) if exif is not None else None
+    xmp = _safe(lambda: read_xmp(xmp_packet(im))) or {}
+    iptc = (_safe(lambda: read_iptc(im)) or {}) if im.format == "JPEG" else {}
+    return fill_missing(fields, xmp, iptc)
 
 
 def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
@@ -376,24 +550,29 @@ def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
     sub: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_EXIF))) or {}
     gps_ifd: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_GPS))) or {}
 
+    def ex(tag: int) -> Any:
+        """A tag of the EXIF IFD; some writers put these in IFD0, where exiftool finds them too."""
+        value = sub.get(tag)
+        return base.get(tag) if value is None else value
+
     out: dict[str, Any] = {}
     fields: list[tuple[str, Callable[[], Any]]] = [
         ("make", lambda: _text(base.get(0x010F))),
         ("model", lambda: _text(base.get(0x0110))),
-        ("body_serial", lambda: _text(sub.get(0xA431)) or _text(base.get(0xC62F))),
-        ("lens_make", lambda: _text(sub.get(0xA433))),
-        ("lens_model", lambda: _text(sub.get(0xA434))),
-        ("owner", lambda: _text(sub.get(0xA430))),
+        ("body_serial", lambda: _text(ex(0xA431)) or _text(base.get(0xC62F))),
+        ("lens_make", lambda: _text(ex(0xA433))),
+        ("lens_model", lambda: _text(ex(0xA434))),
+        ("owner", lambda: _text(ex(0xA430))),
         ("software", lambda: _text(base.get(0x0131))),
-        ("datetime_original", lambda: _datetime(sub.get(0x9003), sub.get(0x9291))),
-        ("datetime_digitized", lambda: _datetime(sub.get(0x9004), sub.get(0x9292))),
-        ("datetime", lambda: _datetime(base.get(0x0132), sub.get(0x9290))),
-        ("offset_time", lambda: _offset(sub.get(0x9010))),
-        ("offset_time_original", lambda: _offset(sub.get(0x9011))),
-        ("offset_time_digitized", lambda: _offset(sub.get(0x9012))),
+        ("datetime_original", lambda: _datetime(ex(0x9003), ex(0x9291))),
+        ("datetime_digitized", lambda: _datetime(ex(0x9004), ex(0x9292))),
+        ("datetime", lambda: _datetime(base.get(0x0132), ex(0x9290))),
+        ("offset_time", lambda: _offset(ex(0x9010))),
+        ("offset_time_original", lambda: _offset(ex(0x9011))),
+        ("offset_time_digitized", lambda: _offset(ex(0x9012))),
         ("orientation", lambda: _orientation(base.get(0x0112))),
-        ("width", lambda: _dimension(sub.get(0xA002))),
-        ("height", lambda: _dimension(sub.get(0xA003))),
+        ("width", lambda: _dimension(ex(0xA002))),
+        ("height", lambda: _dimension(ex(0xA003))),
         ("gps", lambda: _gps(gps_ifd)),
     ]
     for key, read in fields:
@@ -416,10 +595,13 @@ def _safe(read: Callable[[], _T]) -> _T | None:
 
 
 def _text(value: Any) -> str | None:
+    """EXIF ASCII text as exiftool reads it: up to the first NUL (``ION230\\x00F`` is ``ION230``),
+    other control characters as spaces, at most ``_MAX_TEXT`` characters."""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
+        value = value.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
     if not isinstance(value, str):
         return None
+    value = value.split("\x00", 1)[0]
     value = "".join(c if c.isprintable() else " " for c in value[: 4 * _MAX_TEXT]).strip()
     return value[:_MAX_TEXT] or None
 

@@ -323,6 +323,7 @@ class _Pass:
         self.opts = AnalyzeOptions(
             working_size=settings.working_size,
             max_pixels=settings.limits.max_pixels,
+            max_decode_bytes=settings.limits.max_decode_bytes,
             keyframe_interval=settings.keyframe_interval,
             max_frames=settings.limits.max_frames,
             max_video_seconds=settings.limits.max_video_seconds,
@@ -774,13 +775,14 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
                 ItemRow.priority,
                 ItemRow.rank,
                 ItemRow.why,
+                ItemRow.error,
                 ItemRow.duplicate_of,
             )
         ).all()
     scored: dict[int, tuple[float, list[Any]]] = {}
-    for item_id, status, km, faces, nudity, *_ in rows:
+    for item_id, status, km, faces, nudity, _p, _r, _w, error, _d in rows:
         scored[item_id] = score_item(
-            status, km, faces, nudity, settings.scoring, settings.pdq.match_distance
+            status, km, faces, nudity, settings.scoring, settings.pdq.match_distance, error
         )
 
     # known-good last, then by priority; a copy sorts right after its original
@@ -790,7 +792,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
 
     updates = []
     for rank, r in enumerate(sorted(rows, key=key), start=1):
-        item_id, _st, _km, _f, _n, old_p, old_rank, old_why, _dup = r
+        item_id, _st, _km, _f, _n, old_p, old_rank, old_why, _err, _dup = r
         p, why = scored[item_id]
         p = round(p, 6)
         if (p, rank, why) != (old_p, old_rank, old_why):

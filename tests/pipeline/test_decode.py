@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pdqhash
 import pytest
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, JpegImagePlugin, TiffImagePlugin
+from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 from skimage import data as skdata
 
 from heroes.pipeline.decode import (
+    MIN_DECODED_FRACTION,
     DecodeError,
     ImageAnalysis,
     analyze_image,
@@ -24,6 +29,7 @@ from heroes.pipeline.decode import (
     pdq_distance,
     pdq_distances,
     pdq_hex,
+    to_rgb_array,
 )
 
 MATCH = 31
@@ -293,20 +299,143 @@ def test_the_pixel_limit_is_the_callers_and_not_pillows(
         analyze_image(encode(astronaut, "PNG"), max_pixels=512 * 512 - 1)
 
 
-def test_a_truncated_jpeg_is_reported_with_the_hashes_of_what_is_there(big_jpeg: bytes) -> None:
-    with pytest.raises(DecodeError, match=r"^truncated image: ") as caught:
-        analyze_image(big_jpeg[: len(big_jpeg) * 3 // 4])
+def test_a_camera_jpeg_missing_its_last_100_bytes_is_analysed_and_says_it_is_damaged(
+    astronaut: Image.Image,
+) -> None:
+    whole = encode(astronaut, "JPEG", quality=90)
+    intact = analyze_image(whole)
+    cut = analyze_image(whole[:-100], keep_pixels=True)
+    assert cut.damage is not None and cut.damage.startswith("truncated image: ")
+    assert cut.damage.endswith("100% of rows decoded") and cut.decoded_fraction == 1.0
+    assert cut.pixels is not None, "what decoded goes on to the models"
+    assert intact.pdq is not None and cut.pdq is not None
+    assert pdq_distance(intact.pdq, cut.pdq) <= 8 and cut.pdq_quality == intact.pdq_quality
+    assert intact.damage is None
+
+
+def test_a_jpeg_cut_in_half_is_analysed_with_the_share_of_rows_that_decoded(
+    big_jpeg: bytes,
+) -> None:
+    cut = analyze_image(big_jpeg[: len(big_jpeg) * 3 // 4])
+    assert (cut.width, cut.height) == (4000, 3000)
+    assert 0.6 < cut.decoded_fraction < 0.95
+    assert cut.damage is not None and f"{int(cut.decoded_fraction * 100)}% of rows" in cut.damage
+    assert cut.pdq is not None and cut.pdq_quality is not None
+
+
+def test_a_progressive_jpeg_cut_short_has_every_row_at_a_lower_quality(
+    astronaut: Image.Image,
+) -> None:
+    whole = encode(astronaut, "JPEG", quality=90, progressive=True)
+    cut = analyze_image(whole[: len(whole) // 2])
+    assert cut.damage is not None and cut.decoded_fraction == 1.0
+    assert cut.pdq is not None and pdq_distance(cut.pdq, analyze_image(whole).pdq or "") <= 31
+
+
+def test_a_jpeg_cut_to_a_quarter_is_too_damaged_and_carries_no_hash(big_jpeg: bytes) -> None:
+    with pytest.raises(DecodeError, match=r"^truncated image: .*under the 50% needed") as caught:
+        analyze_image(big_jpeg[: len(big_jpeg) // 4])
     partial = caught.value.partial
     assert isinstance(partial, ImageAnalysis)
-    assert (partial.width, partial.height) == (4000, 3000)
-    assert partial.pdq is not None and partial.pdq_quality is not None
+    assert (partial.width, partial.height, partial.format) == (4000, 3000, "JPEG")
+    assert partial.pdq is None and partial.pdq_quality is None and partial.pixels is None
+    assert partial.decoded_fraction < MIN_DECODED_FRACTION
 
 
-def test_a_truncated_png_is_reported_as_truncated(astronaut: Image.Image) -> None:
+def test_a_jpeg_cut_right_after_its_header_has_no_made_up_hash(big_jpeg: bytes) -> None:
+    with pytest.raises(DecodeError) as caught:
+        analyze_image(big_jpeg[:2000])
+    partial = caught.value.partial
+    assert partial is None or (partial.pdq is None and partial.pdq_quality is None)
+
+
+def test_the_damage_rule_is_the_callers(big_jpeg: bytes) -> None:
+    cut = big_jpeg[: len(big_jpeg) * 3 // 4]
+    with pytest.raises(DecodeError, match="under the 95% needed"):
+        analyze_image(cut, min_decoded_fraction=0.95)
+
+
+def test_a_truncated_png_counts_the_rows_above_its_black_fill(astronaut: Image.Image) -> None:
     data = encode(astronaut, "PNG")
+    most = analyze_image(data[: len(data) * 3 // 4])
+    assert most.damage is not None and most.damage.startswith("truncated image: ")
+    assert 0.6 < most.decoded_fraction < 0.9
     with pytest.raises(DecodeError, match=r"^truncated image: ") as caught:
-        analyze_image(data[: len(data) // 2])
-    assert isinstance(caught.value.partial, ImageAnalysis)
+        analyze_image(data[: len(data) // 4])
+    assert isinstance(caught.value.partial, ImageAnalysis) and caught.value.partial.pdq is None
+
+
+def zero_png(path: Path, width: int, height: int) -> None:
+    """An all-transparent RGBA PNG written row by row, never held in memory whole."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    comp = zlib.compressobj(9)
+    row = bytes(1 + width * 4)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+_PEAK = """
+import json, resource, sys
+from heroes.pipeline.decode import DecodeError, analyze_image
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    result = analyze_image(data).width
+except DecodeError as error:
+    result = str(error)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"result": result, "grown_mib": grown / 1024}))
+"""
+
+
+def peak_rss_of_decoding(path: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_13000_pixel_square_rgba_png_is_refused_before_it_takes_gigabytes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "huge.png"
+    zero_png(path, 13_000, 13_000)
+    assert path.stat().st_size < 1_000_000
+    peak = peak_rss_of_decoding(path)
+    assert peak["result"].startswith("too large to decode: 13000x13000 RGBA needs about 644 MiB")
+    assert peak["grown_mib"] < 64
+
+
+def test_an_rgba_png_within_the_budget_decodes_with_one_full_size_copy(tmp_path: Path) -> None:
+    path = tmp_path / "large.png"
+    zero_png(path, 6_000, 6_000)  # 137 MiB as Pillow holds RGBA
+    peak = peak_rss_of_decoding(path)
+    assert peak["result"] == 6_000
+    assert peak["grown_mib"] < 137 * 1.4, peak
+
+
+def test_an_rgba_image_reduced_in_strips_matches_pillows_own_thumbnail() -> None:
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (1500, 1100, 4), dtype=np.uint8)
+    im = Image.fromarray(rgba, "RGBA")
+    expected = im.copy()
+    expected.thumbnail((128, 128), Image.Resampling.BICUBIC)
+    ours, _ = load_rgb(encode(im, "PNG"), working_size=128)
+    assert ours.shape[:2] == (expected.height, expected.width)
+    diff = np.abs(ours.astype(int) - to_rgb_array(expected).astype(int))
+    assert diff.max() <= 2
 
 
 def test_truncation_tolerance_does_not_leak_into_pillow(big_jpeg: bytes) -> None:
@@ -424,6 +553,214 @@ def test_garbage_exif_never_costs_the_image_its_record(payload: bytes) -> None:
     assert (result.width, result.height) == (32, 24)
     assert result.pdq is not None
     json.dumps(result.exif)
+
+
+def test_exif_text_ends_at_its_first_nul_as_exiftool_reads_it() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Polaroid"
+    exif[0x0110] = "ION230\x00F"
+    result = analyze_image(encode(Image.new("RGB", (16, 16)), "JPEG", exif=exif))
+    assert result.exif == {"make": "Polaroid", "model": "ION230"}
+
+
+def test_exif_ifd_tags_written_into_ifd0_are_still_read() -> None:
+    exif = Image.Exif()
+    exif[0x0110] = "Body"
+    exif[0xA431] = "SN-0042"
+    exif[0xA434] = "Lens 35mm"
+    exif[0x9003] = "2019:08:07 06:05:04"
+    result = analyze_image(encode(Image.new("RGB", (16, 16)), "JPEG", exif=exif))
+    assert result.exif is not None
+    assert result.exif["body_serial"] == "SN-0042" and result.exif["lens_model"] == "Lens 35mm"
+    assert result.exif["datetime_original"] == "2019-08-07T06:05:04"
+
+
+def heic_with_orientation(orientation: int, *, irot: bool) -> bytes:
+    """A HEIC of ``halves(64, 32)`` whose EXIF says ``orientation``; with ``irot`` the encoder
+    also writes the rotation property, without it only the EXIF tag says so."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation if irot else 1
+    data = encode(halves(64, 32), "HEIF", exif=exif.tobytes(), quality=95)
+    if irot:
+        return data
+    tag = b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x01"  # big-endian entry: orientation 1
+    assert data.count(tag) == 1
+    return data.replace(tag, tag[:-1] + bytes([orientation]))
+
+
+def test_a_heic_is_shown_as_its_own_transform_says_and_not_as_its_exif() -> None:
+    rotated = analyze_image(heic_with_orientation(6, irot=True), keep_pixels=True)
+    assert (rotated.width, rotated.height) == (32, 64)
+    assert rotated.exif == {"orientation": 6}
+    assert rotated.pixels is not None and is_red(rotated.pixels[2, 16])
+
+    stored = analyze_image(heic_with_orientation(6, irot=False), keep_pixels=True)
+    assert (stored.width, stored.height) == (64, 32), "no irot: viewers show it unrotated"
+    assert stored.exif == {"orientation": 6, "orientation_applied": False}
+    assert (
+        stored.pixels is not None
+        and is_red(stored.pixels[16, 2])
+        and is_blue(stored.pixels[16, 61])
+    )
+
+
+XMP_PACKET = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+    b' xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"'
+    b' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:exifEX="http://cipa.jp/exif/1.0/"'
+    b' exif:GPSLatitude="33,51.9S" exif:GPSLongitude="151,12,36E" exif:GPSAltitude="125/10"'
+    b' exif:GPSAltitudeRef="1" xmp:CreateDate="2020-05-06T07:08:10+02:00"'
+    b' photoshop:DateCreated="2020-05-06T07:08:09.5+02:00" xmp:ModifyDate="2020-05-07T00:00:00Z">'
+    b"<tiff:Model>Phone X</tiff:Model>"
+    b"<exifEX:BodySerialNumber>A1B2</exifEX:BodySerialNumber>"
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+    b'<?xpacket end="w"?>'
+)
+
+
+def with_xmp(fmt: str, packet: bytes = XMP_PACKET, **params: Any) -> bytes:
+    im = Image.new("RGB", (32, 24), (10, 200, 30))
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", packet.decode("utf-8"))
+        return encode(im, fmt, pnginfo=info, **params)
+    if fmt == "TIFF":
+        return encode(im, fmt, tiffinfo={700: packet}, **params)
+    return encode(im, fmt, xmp=packet, **params)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_times_and_place_found_only_in_xmp_are_read(fmt: str) -> None:
+    result = analyze_image(with_xmp(fmt))
+    assert result.exif == {
+        "model": "Phone X",
+        "body_serial": "A1B2",
+        "datetime_original": "2020-05-06T07:08:09.500000",
+        "offset_time_original": "+02:00",
+        "datetime_digitized": "2020-05-06T07:08:10",
+        "offset_time_digitized": "+02:00",
+        "datetime": "2020-05-07T00:00:00",
+        "offset_time": "+00:00",
+        "gps": {"lat": -33.865, "lon": 151.21, "alt": -12.5},
+    }
+
+
+def test_exif_wins_over_xmp_and_xmp_fills_only_what_exif_lacks() -> None:
+    exif = camera_exif(south=False, west=False, below_sea=False)
+    del exif.get_ifd(0x8825)[29]
+    result = analyze_image(with_xmp("JPEG", exif=exif))
+    assert result.exif is not None
+    assert result.exif["model"] == "Canon EOS 5D Mark IV"
+    assert result.exif["datetime_original"] == "2021-03-04T05:06:07.250000"
+    assert result.exif["gps"]["lat"] == 33.865 and result.exif["gps"]["alt"] == 12.5
+    assert result.exif["body_serial"] == "012345678901"
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>',
+        b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF",
+        b"\x00" * 64,
+        XMP_PACKET.replace(b"33,51.9S", b"95,0N").replace(b"2020-05-06T07:08:09.5", b"yesterday"),
+    ],
+    ids=["entities", "cut", "zeros", "bad-values"],
+)
+def test_hostile_or_broken_xmp_never_costs_the_image_its_record(packet: bytes) -> None:
+    result = analyze_image(with_xmp("JPEG", packet))
+    assert (result.width, result.height) == (32, 24)
+    assert result.exif is None or "lat" not in result.exif.get("gps", {})
+    assert result.exif is None or "datetime_original" not in result.exif
+
+
+def iptc_jpeg(date: bytes, time: bytes) -> bytes:
+    """A JPEG with an IPTC-IIM block (APP13, Photoshop 3.0 resource 0x0404)."""
+
+    def dataset(number: int, value: bytes) -> bytes:
+        return bytes([0x1C, 2, number]) + struct.pack(">H", len(value)) + value
+
+    iim = dataset(0, b"\x00\x04") + dataset(55, date) + dataset(60, time)
+    resource = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iim)) + iim
+    if len(iim) % 2:
+        resource += b"\x00"
+    payload = b"Photoshop 3.0\x00" + resource
+    app13 = b"\xff\xed" + struct.pack(">H", len(payload) + 2) + payload
+    jpeg = encode(Image.new("RGB", (16, 16), (40, 50, 60)), "JPEG")
+    return jpeg[:2] + app13 + jpeg[2:]
+
+
+def test_a_creation_time_found_only_in_iptc_is_read() -> None:
+    result = analyze_image(iptc_jpeg(b"20180910", b"111213+0100"))
+    assert result.exif == {
+        "datetime_original": "2018-09-10T11:12:13",
+        "offset_time_original": "+01:00",
+    }
+
+
+# --- EXIF against exiftool -------------------------------------------------------------------
+
+
+def exiftool_fields(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["exiftool", "-j", "-n", "-a", "-G1", str(path)], capture_output=True, text=True, check=True
+    )
+    tags: dict[str, Any] = json.loads(done.stdout)[0]
+
+    def tag(*names: str) -> Any:
+        for name in names:
+            for key, value in tags.items():
+                if key.split(":")[-1] == name:
+                    return value
+        return None
+
+    return {
+        "model": tag("Model"),
+        "body_serial": tag("SerialNumber", "BodySerialNumber"),
+        "datetime_original": tag("DateTimeOriginal", "DateCreated"),
+        # exiftool's composite tags carry the sign of the hemisphere reference
+        "lat": tags.get("Composite:GPSLatitude", tag("GPSLatitude")),
+        "lon": tags.get("Composite:GPSLongitude", tag("GPSLongitude")),
+    }
+
+
+def heroes_fields(data: bytes) -> dict[str, Any]:
+    exif = analyze_image(data).exif or {}
+    stamp = exif.get("datetime_original")
+    return {
+        "model": exif.get("model"),
+        "body_serial": exif.get("body_serial"),
+        "datetime_original": stamp.replace("-", ":").replace("T", " ") if stamp else None,
+        "lat": (exif.get("gps") or {}).get("lat"),
+        "lon": (exif.get("gps") or {}).get("lon"),
+    }
+
+
+def test_exif_fields_agree_with_exiftool(tmp_path: Path) -> None:
+    nul = Image.Exif()
+    nul[0x0110] = "ION230\x00F"
+    nul[0xA431] = "IFD0-SERIAL"
+    nul.get_ifd(0x8769)[0x9003] = "2017:01:02 03:04:05"
+    gps = nul.get_ifd(0x8825)
+    gps.update({1: "S", 2: (33.0, 51.0, 54.0), 3: "E", 4: (151.0, 12.0, 36.0)})
+    xmp_only = XMP_PACKET.replace(b"photoshop:DateCreated", b"exif:DateTimeOriginal").replace(
+        b"2020-05-06T07:08:09.5+02:00", b"2020-05-06T07:08:09"
+    )
+    images = {
+        "ifd0.jpg": encode(Image.new("RGB", (16, 16)), "JPEG", exif=nul),
+        "xmp.jpg": with_xmp("JPEG", xmp_only),
+    }
+    for name, data in images.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        ours, theirs = heroes_fields(data), exiftool_fields(path)
+        assert ours["model"] == theirs["model"] and ours["body_serial"] == theirs["body_serial"]
+        assert ours["datetime_original"] == theirs["datetime_original"], name
+        assert ours["lat"] == pytest.approx(theirs["lat"], abs=1e-6), name
+        assert ours["lon"] == pytest.approx(theirs["lon"], abs=1e-6), name
 
 
 # --- PDQ -------------------------------------------------------------------------------------
