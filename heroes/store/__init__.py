@@ -1,7 +1,15 @@
 """The case store: every item of a case, the hash sets it was matched against, and its runs."""
 
 from heroes.store.db import CaseStore, StoreError
-from heroes.store.schema import Base, HashEntryRow, HashSetRow, ItemRow, RunRow, VectorRow
+from heroes.store.schema import (
+    Base,
+    HashEntryRow,
+    HashSetRow,
+    ItemRow,
+    LabelRow,
+    RunRow,
+    VectorRow,
+)
 
 __all__ = [
     "Base",
@@ -9,6 +17,7 @@ __all__ = [
     "HashEntryRow",
     "HashSetRow",
     "ItemRow",
+    "LabelRow",
     "RunRow",
     "StoreError",
     "VectorRow",
