@@ -3,6 +3,7 @@
 from heroes.store.db import CaseStore, StoreError
 from heroes.store.schema import (
     Base,
+    CaseInfoRow,
     HashEntryRow,
     HashSetRow,
     ItemRow,
@@ -13,6 +14,7 @@ from heroes.store.schema import (
 
 __all__ = [
     "Base",
+    "CaseInfoRow",
     "CaseStore",
     "HashEntryRow",
     "HashSetRow",

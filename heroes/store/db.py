@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from heroes.store.schema import (
     Base,
+    CaseInfoRow,
     HashEntryRow,
     HashSetRow,
     ItemRow,
@@ -367,3 +369,18 @@ class CaseStore:
                 q = select(LabelRow).where(LabelRow.sha256.in_(wanted[i : i + 500]))
                 found.update({r.id: r for r in s.execute(q).scalars()})
         return [found[k] for k in sorted(found)]
+
+    # the case itself ----------------------------------------------------------------------------
+    def case_id(self) -> str:
+        """The case's GUID, made on first use and stable from then on (exports carry it)."""
+        with self.session() as s, s.begin():
+            row = s.get(CaseInfoRow, "case_id")
+            if row is None:
+                row = CaseInfoRow(key="case_id", value=str(uuid.uuid4()))
+                s.add(row)
+            return row.value
+
+    def runs(self) -> list[RunRow]:
+        """Every run of the case, oldest first."""
+        with self.session() as s:
+            return list(s.execute(select(RunRow).order_by(RunRow.id)).scalars())

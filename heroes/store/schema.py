@@ -160,3 +160,12 @@ class LabelRow(Base):
     note: Mapped[str | None] = mapped_column(Text)
     by: Mapped[str] = mapped_column(String(255))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class CaseInfoRow(Base):
+    """Facts about the case itself, by key (e.g. ``case_id``, the GUID its exports carry)."""
+
+    __tablename__ = "case_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
