@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine, delete, event, func, insert, or_, select, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from heroes import __version__
 from heroes.store.schema import (
     Base,
     CaseInfoRow,
@@ -114,8 +116,16 @@ class CaseStore:
 
     # runs ---------------------------------------------------------------------------------------
     def start_run(self, evidence: str, settings: dict[str, Any]) -> int:
+        """Record a run's start, with its settings and, for the chain of custody, the tool
+        version and the host it runs on (``settings["provenance"]``)."""
+        provenance = {
+            "heroes": __version__,
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
         with self.session() as s, s.begin():
-            run = RunRow(evidence=evidence, settings=settings)
+            run = RunRow(evidence=evidence, settings={**settings, "provenance": provenance})
             s.add(run)
             s.flush()
             return run.id
