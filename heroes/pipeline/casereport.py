@@ -16,7 +16,6 @@ import json
 import platform
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import IO, Any
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 from PIL import Image, ImageFilter
+from sqlalchemy import select
 
 from heroes import __version__
 from heroes.index.identities import Identities
@@ -32,6 +32,7 @@ from heroes.pipeline.indexing import index_root
 from heroes.pipeline.labels import current_labels
 from heroes.pipeline.report import record
 from heroes.store.db import CaseStore
+from heroes.store.schema import ItemRow
 
 THUMB_PX = 96
 #: Blur radius in pixels of a 96 px thumbnail: enough that no face or body can be recognised,
@@ -40,6 +41,7 @@ THUMB_BLUR = 6.0
 _MAX_THUMB_SOURCE = 64 << 20
 _MAX_THUMB_PIXELS = 178_956_970
 IDENTITIES_FILE = "identities.json"
+MAX_GPS_POINTS = 20_000
 
 
 def error_kind(error: str) -> str:
@@ -122,9 +124,32 @@ def _svg(draw: Any, width: float = 5.2, height: float = 2.8) -> Markup:
     return Markup(text[text.index("<svg") :])  # noqa: S704 - produced by matplotlib, XML-escaped
 
 
-def _hist(values: list[float], bins: Any, xlabel: str, colour: str) -> Any:
+@dataclass
+class Binned:
+    """A histogram kept as counts per bin, so a case of any size costs the same memory."""
+
+    lo: float
+    hi: float
+    bins: int
+    counts: list[int] = field(default_factory=list)
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * self.bins
+
+    def add(self, value: float) -> None:
+        width = (self.hi - self.lo) / self.bins
+        i = min(max(int((value - self.lo) // width), 0), self.bins - 1)
+        self.counts[i] += 1
+        self.n += 1
+
+
+def _bars(h: Binned, xlabel: str, colour: str) -> Any:
     def draw(ax: Any) -> None:
-        ax.hist(values, bins=bins, color=colour, edgecolor="white")
+        width = (h.hi - h.lo) / h.bins
+        edges = [h.lo + i * width for i in range(h.bins)]
+        ax.bar(edges, h.counts, width=width, align="edge", color=colour, edgecolor="white")
+        ax.set_xlim(h.lo, h.hi)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
 
@@ -149,59 +174,53 @@ def _plots(stats: _Stats) -> list[tuple[str, str, Markup | None]]:
     import matplotlib.dates as mdates
 
     plots: list[tuple[str, str, Markup | None]] = []
-    pr = stats.priorities
+    pr, ages, nud = stats.priorities, stats.ages, stats.nudity
     plots.append(
         (
             "Priority",
-            f"{len(pr)} files with a priority (copies counted once)",
-            _svg(_hist(pr, [i / 20 for i in range(21)], "priority", "#b03a2e")) if pr else None,
+            f"{pr.n} files with a priority (copies counted once)",
+            _svg(_bars(pr, "priority", "#b03a2e")) if pr.n else None,
         )
     )
-    ages = stats.ages
     plots.append(
         (
             "Estimated ages of faces",
-            f"{len(ages)} faces; expected age from the age model (not a fact: check by eye)",
-            _svg(_hist(ages, list(range(0, 85, 5)), "estimated age (years)", "#2e86c1"))
-            if ages
-            else None,
+            f"{ages.n} faces; expected age from the age model (an estimate: check by eye)",
+            _svg(_bars(ages, "estimated age (years)", "#2e86c1")) if ages.n else None,
         )
     )
-    nud = stats.nudity
     plots.append(
         (
             "Nudity scores",
-            f"{len(nud)} files scored by the detector",
-            _svg(_hist(nud, [i / 20 for i in range(21)], "nudity score", "#7d3c98"))
-            if nud
-            else None,
+            f"{nud.n} files scored by the detector",
+            _svg(_bars(nud, "nudity score", "#7d3c98")) if nud.n else None,
         )
     )
-    exif_t, file_t = stats.exif_times, stats.file_times
+    exif_t, file_t = stats.exif_months, stats.file_months
 
     def timeline(ax: Any) -> None:
+        months = sorted(set(exif_t) | set(file_t))
+        x = mdates.date2num(months)
         series = [(exif_t, "EXIF date taken", "#117a65"), (file_t, "file date", "#a6acaf")]
-        every = [t for ts, _, _ in series for t in ts]
-        lo, hi = min(every), max(every)
-        bins = mdates.date2num([lo, hi]) if lo != hi else None
-        for ts, name, colour in series:
-            if ts:
-                ax.hist(
-                    mdates.date2num(ts),
-                    bins=30 if bins is None else list(_linspace(bins[0], bins[1], 31)),
+        for counts, name, colour in series:
+            if counts:
+                ax.bar(
+                    x,
+                    [counts.get(m, 0) for m in months],
+                    width=25,
                     alpha=0.7,
-                    label=f"{name} ({len(ts)})",
+                    label=f"{name} ({sum(counts.values())})",
                     color=colour,
                 )
         ax.xaxis_date()
         ax.legend(fontsize=8)
-        ax.set_ylabel("files")
+        ax.set_ylabel("files per month")
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
 
     plots.append(
         (
             "Files over time",
-            "when pictures were taken (EXIF) and when files were last written",
+            "when pictures were taken (EXIF) and when files were last written, by month",
             _svg(timeline) if exif_t or file_t else None,
         )
     )
@@ -240,15 +259,13 @@ def _plots(stats: _Stats) -> list[tuple[str, str, Markup | None]]:
     plots.append(
         (
             "GPS points",
-            f"{len(gps)} files with EXIF GPS, on a plain latitude/longitude grid (no map tiles)",
+            f"{stats.gps_total} files with EXIF GPS"
+            + (f" (the first {len(gps)} drawn)" if stats.gps_total > len(gps) else "")
+            + ", on a plain latitude/longitude grid (no map tiles)",
             _svg(points, width=5.2, height=3.0) if gps else None,
         )
     )
     return plots
-
-
-def _linspace(a: float, b: float, n: int) -> Iterable[float]:
-    return (a + (b - a) * i / (n - 1) for i in range(n))
 
 
 # --- the numbers -------------------------------------------------------------------------------
@@ -259,16 +276,8 @@ class _Root:
     evidence: str
     files: int = 0
     bytes: int = 0
-    lines: list[str] = field(default_factory=list)
     file_hashes: dict[str, str] | None = None
-
-    def digest(self) -> str:
-        """SHA-256 over the sorted "path<TAB>sha256" lines of the root's files: one value that
-        changes when any file of the root, or the list of them, changes."""
-        h = hashlib.sha256()
-        for line in sorted(self.lines):
-            h.update(line.encode("utf-8", "surrogateescape") + b"\n")
-        return h.hexdigest()
+    listing_sha256: str = ""
 
 
 @dataclass
@@ -284,13 +293,14 @@ class _Stats:
     matches: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     bytes: int = 0
     faces: int = 0
-    priorities: list[float] = field(default_factory=list)
-    ages: list[float] = field(default_factory=list)
-    nudity: list[float] = field(default_factory=list)
-    exif_times: list[datetime] = field(default_factory=list)
-    file_times: list[datetime] = field(default_factory=list)
+    priorities: Binned = field(default_factory=lambda: Binned(0.0, 1.0, 20))
+    ages: Binned = field(default_factory=lambda: Binned(0.0, 85.0, 17))
+    nudity: Binned = field(default_factory=lambda: Binned(0.0, 1.0, 20))
+    exif_months: Counter[datetime] = field(default_factory=Counter)
+    file_months: Counter[datetime] = field(default_factory=Counter)
     cameras: Counter[str] = field(default_factory=Counter)
     gps: list[tuple[float, float]] = field(default_factory=list)
+    gps_total: int = 0
     roots: dict[str, _Root] = field(default_factory=dict)
     labelled: int = 0
 
@@ -306,7 +316,6 @@ class _Stats:
         root = self.roots.setdefault(rec["evidence"], _Root(rec["evidence"]))
         root.files += 1
         root.bytes += rec.get("size") or 0
-        root.lines.append(f"{rec['path']}\t{rec.get('sha256') or '-'}")
         if (rec.get("depth") or 0) == 0 and Path(rec["evidence"]).name == rec["path"]:
             root.file_hashes = {k: rec[k] for k in ("md5", "sha1", "sha256") if rec.get(k)}
         if rec.get("error"):
@@ -321,24 +330,24 @@ class _Stats:
         if st == "duplicate":
             return  # the plots count each content once
         if rec.get("priority") is not None:
-            self.priorities.append(float(rec["priority"]))
+            self.priorities.add(float(rec["priority"]))
         for face in rec.get("faces") or []:
             self.faces += 1
             if face.get("age") is not None:
-                self.ages.append(float(face["age"]))
+                self.ages.add(float(face["age"]))
         if rec.get("nudity") and rec["nudity"].get("score") is not None:
-            self.nudity.append(float(rec["nudity"]["score"]))
+            self.nudity.add(float(rec["nudity"]["score"]))
         exif = rec.get("exif") or {}
         t = _parse_time(exif.get("datetime_original") or exif.get("datetime"))
         if t is not None:
-            self.exif_times.append(t)
+            self.exif_months[t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)] += 1
         if rec.get("mtime") is not None and mt in ("image", "video"):
             try:
-                self.file_times.append(
-                    datetime.fromtimestamp(rec["mtime"], UTC).replace(tzinfo=None)
-                )
+                ft = datetime.fromtimestamp(rec["mtime"], UTC).replace(tzinfo=None)
             except (OverflowError, OSError, ValueError):
-                pass
+                ft = None
+            if ft is not None:
+                self.file_months[ft.replace(day=1, hour=0, minute=0, second=0, microsecond=0)] += 1
         camera = " ".join(str(exif[k]) for k in ("make", "model") if exif.get(k))
         if camera:
             self.cameras[camera] += 1
@@ -346,7 +355,27 @@ class _Stats:
         lat, lon = gps.get("lat"), gps.get("lon")
         if isinstance(lat, int | float) and isinstance(lon, int | float):
             if -90 <= lat <= 90 and -180 <= lon <= 180:
-                self.gps.append((float(lat), float(lon)))
+                self.gps_total += 1
+                if len(self.gps) < MAX_GPS_POINTS:
+                    self.gps.append((float(lat), float(lon)))
+
+
+def listing_sha256(store: CaseStore, evidence: str) -> str:
+    """SHA-256 over the "path<TAB>sha256" lines (``-`` for no hash), one per file found under an
+    evidence root, archive members included, in order of the paths' UTF-8 bytes: one value that
+    changes when any file of the root, or the list of them, changes. Streamed from the store."""
+    path = ItemRow.path.collate("C") if store.engine.dialect.name == "postgresql" else ItemRow.path
+    h = hashlib.sha256()
+    with store.session() as s:
+        rows = s.execute(
+            select(ItemRow.path, ItemRow.sha256)
+            .where(ItemRow.evidence == evidence)
+            .order_by(path)
+            .execution_options(yield_per=5000)
+        )
+        for p, sha in rows:
+            h.update(f"{p}\t{sha or '-'}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
 def _category_text(km: dict[str, Any]) -> str:
@@ -512,10 +541,12 @@ figure{margin:0} figcaption{font-size:12px;color:#566573} svg{max-width:100%;hei
 {% for r in roots %}<tr><td class="path">{{ r.evidence }}</td>
 <td class="n" data-key="root-files">{{ r.files }}</td><td class="n">{{ r.bytes }}</td>
 <td class="hash">{% if r.file_hashes %}{% for k, v in r.file_hashes.items() %}{{ k }} {{ v }}<br>
-{% endfor %}{% endif %}listing SHA-256 {{ r.digest() }}</td></tr>{% endfor %}
+{% endfor %}{% endif %}listing SHA-256 <span data-key="listing">{{ r.listing_sha256 }}</span>
+</td></tr>{% endfor %}
 </table>
-<p class="muted">The listing SHA-256 covers the sorted "path, SHA-256" lines of every file found
-under the root (archive members included): recompute it from the JSONL export to check.</p>
+<p class="muted">The listing SHA-256 is the SHA-256 of the lines "path TAB sha256" (a dash for no
+hash), one per file found under the root, archive members included, sorted by path: recompute it
+from the JSONL export to check.</p>
 <h3>Files by type and status</h3>
 <table><tr><th>type</th>{% for st in statuses %}<th>{{ st }}</th>{% endfor %}<th>all</th></tr>
 {% for mt in types %}<tr><td>{{ mt }}</td>{% for st in statuses %}
@@ -580,7 +611,8 @@ under the root (archive members included): recompute it from the JSONL export to
 <section id="custody"><h2>Chain of custody</h2>
 <table><tr><th>tool</th><td>heroes {{ version }} (this report); Python {{ python }}</td></tr>
 <tr><th>report made</th><td>{{ made }} on {{ host }}</td></tr>
-<tr><th>records digest</th><td class="hash">SHA-256 {{ records_digest }} of the JSONL export
+<tr><th>records digest</th><td class="hash">SHA-256
+<span data-key="records-digest">{{ records_digest }}</span> of the JSONL export
 (<code>heroes export CASE --format jsonl</code>) at the time of this report</td></tr></table>
 <h3>Runs</h3>
 <table><tr><th>run</th><th>evidence</th><th>status</th><th>started (UTC)</th><th>ended (UTC)</th>
@@ -648,6 +680,8 @@ def build_report(store: CaseStore, *, top: int = 24) -> str:
             )
     digest = _Digest()
     write_jsonl(store, digest)
+    for root in stats.roots.values():
+        root.listing_sha256 = listing_sha256(store, root.evidence)
     runs = store.runs()
     run_rows, elapsed, processed = _runs(runs)
     label_rows = [

@@ -5,6 +5,7 @@ export. The demo report's screenshot is kept under build/test-artifacts (or
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -222,6 +223,14 @@ def test_every_number_in_the_summary_agrees_with_the_jsonl_export(demo: dict[str
         f"match:{h}:{c}:{m}": n for (h, c, m), n in matches.items()
     }
     assert len(errors) >= 3 and len(matches) >= 3  # the demo has both, so the check means something
+
+
+def test_the_digests_in_the_report_can_be_recomputed_from_the_export(demo: dict[str, Any]) -> None:
+    got = _parse(demo["dom"]).values
+    exported = (demo["base"] / "items.jsonl").read_bytes()
+    assert got["records-digest"] == hashlib.sha256(exported).hexdigest()
+    lines = sorted(f"{r['path']}\t{r['sha256'] or '-'}\n" for r in demo["records"])
+    assert got["listing"] == hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def test_the_report_fetches_nothing_and_embeds_only_blurred_jpegs(demo: dict[str, Any]) -> None:
