@@ -13,13 +13,15 @@ import base64
 import hashlib
 import io
 import json
+import os
 import platform
+import stat
 import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
@@ -40,6 +42,7 @@ THUMB_PX = 96
 THUMB_BLUR = 6.0
 _MAX_THUMB_SOURCE = 64 << 20
 _MAX_THUMB_PIXELS = 178_956_970
+_MAX_VIDEO_PACKETS = 400
 IDENTITIES_FILE = "identities.json"
 MAX_GPS_POINTS = 20_000
 
@@ -52,13 +55,7 @@ def error_kind(error: str) -> str:
 # --- thumbnails --------------------------------------------------------------------------------
 
 
-def blurred_thumbnail(data: bytes, size: int = THUMB_PX, radius: float = THUMB_BLUR) -> bytes:
-    """A small JPEG of an image, blurred in its pixels. Raises on anything Pillow cannot read."""
-    with Image.open(io.BytesIO(data)) as im:
-        if im.width * im.height > _MAX_THUMB_PIXELS:
-            raise ValueError("too many pixels for a thumbnail")
-        im.draft("RGB", (size * 2, size * 2))
-        rgb = im.convert("RGB")
+def _blur(rgb: Image.Image, size: int, radius: float) -> bytes:
     rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
     blurred = rgb.filter(ImageFilter.GaussianBlur(radius))
     buf = io.BytesIO()
@@ -66,22 +63,73 @@ def blurred_thumbnail(data: bytes, size: int = THUMB_PX, radius: float = THUMB_B
     return buf.getvalue()
 
 
-def _item_bytes(rec: dict[str, Any]) -> bytes | None:
-    """The content of a file on disk or of a member of a zip on disk, read-only and bounded;
-    None for anything else (deeper members, other archives), which the report shows as text."""
-    if (rec.get("size") or 0) > _MAX_THUMB_SOURCE:
-        return None
+def blurred_thumbnail(data: bytes, size: int = THUMB_PX, radius: float = THUMB_BLUR) -> bytes:
+    """A small JPEG of an image, blurred in its pixels. Raises on anything Pillow cannot read."""
+    with Image.open(io.BytesIO(data)) as im:
+        if im.width * im.height > _MAX_THUMB_PIXELS:
+            raise ValueError("too many pixels for a thumbnail")
+        im.draft("RGB", (size * 2, size * 2))
+        rgb = im.convert("RGB")
+    return _blur(rgb, size, radius)
+
+
+def blurred_video_thumbnail(
+    source: BinaryIO | bytes, size: int = THUMB_PX, radius: float = THUMB_BLUR
+) -> bytes:
+    """The first decodable frame of a video as a blurred JPEG; raises when none decodes within
+    the first packets."""
+    import av
+
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else source, "r") as c:
+        stream = next(s for s in c.streams if s.type == "video")
+        for n, packet in enumerate(c.demux(stream)):
+            if n > _MAX_VIDEO_PACKETS:
+                break
+            for frame in packet.decode():
+                if frame.width * frame.height > _MAX_THUMB_PIXELS:
+                    raise ValueError("too many pixels for a thumbnail")
+                return _blur(frame.to_image().convert("RGB"), size, radius)
+    raise ValueError("no video frame decoded")
+
+
+def _open_evidence(path: Path) -> BinaryIO:
+    """Open an evidence file to read, as the pass does: never through a symlink, never anything
+    but a regular file, without touching its access time where the system allows."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    noatime = getattr(os, "O_NOATIME", 0)
+    try:
+        fd = os.open(path, flags | noatime)
+    except PermissionError:
+        if not noatime:
+            raise
+        fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _item_source(rec: dict[str, Any]) -> BinaryIO | bytes | None:
+    """The item's content, read-only and bounded: its open file on disk, or the bytes of a member
+    of a zip on disk; None for anything else (deeper members, other archives), which the report
+    shows as text."""
     root = Path(rec["evidence"])
     depth = rec.get("depth") or 0
+    size = rec.get("size") or 0
     try:
         if depth == 0:
-            path = root / rec["path"] if root.is_dir() else root
-            with open(path, "rb") as f:
-                return f.read(_MAX_THUMB_SOURCE)
-        if depth == 1 and rec.get("container"):
+            return _open_evidence(root / rec["path"] if root.is_dir() else root)
+        if depth == 1 and rec.get("container") and size <= _MAX_THUMB_SOURCE:
             container = root / rec["container"] if root.is_dir() else root
             member = rec["path"].split("!/", 1)[1]
-            with zipfile.ZipFile(container) as z, z.open(member) as f:
+            with (
+                _open_evidence(container) as raw,
+                zipfile.ZipFile(raw) as z,
+                z.open(member) as f,
+            ):
                 return f.read(_MAX_THUMB_SOURCE)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, NotImplementedError, RuntimeError):
         return None
@@ -89,15 +137,33 @@ def _item_bytes(rec: dict[str, Any]) -> bytes | None:
 
 
 def thumbnail_uri(rec: dict[str, Any]) -> str | None:
-    if rec.get("media_type") != "image" or rec.get("status") in ("error", "skipped"):
+    """A data URI of the item's blurred thumbnail, or None when there is none to show."""
+    kind = rec.get("media_type")
+    if kind not in ("image", "video") or rec.get("status") in ("error", "skipped"):
         return None
-    data = _item_bytes(rec)
-    if data is None:
+    if kind == "image" and (rec.get("size") or 0) > _MAX_THUMB_SOURCE:
+        return None
+    source = _item_source(rec)
+    if source is None:
         return None
     try:
-        thumb = blurred_thumbnail(data)
+        if isinstance(source, bytes):
+            data: BinaryIO | bytes = source
+        elif kind == "image":
+            with source:
+                data = source.read(_MAX_THUMB_SOURCE)
+        else:
+            data = source
+        if kind == "video":
+            thumb = blurred_video_thumbnail(data)
+        else:
+            assert isinstance(data, bytes)
+            thumb = blurred_thumbnail(data)
     except Exception:  # hostile content must never cost the report
         return None
+    finally:
+        if not isinstance(source, bytes):
+            source.close()
     return "data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii")
 
 

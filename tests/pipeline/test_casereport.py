@@ -24,8 +24,13 @@ from typer.testing import CliRunner
 
 from heroes.cli import app
 from heroes.config import Settings
-from heroes.demo import build_demo
-from heroes.pipeline.casereport import blurred_thumbnail, build_report, error_kind
+from heroes.demo import build_demo, video_bytes
+from heroes.pipeline.casereport import (
+    blurred_thumbnail,
+    blurred_video_thumbnail,
+    build_report,
+    error_kind,
+)
 from heroes.pipeline.labels import Label, apply_label
 from heroes.pipeline.runner import triage
 from heroes.search import persons
@@ -242,6 +247,8 @@ def test_the_report_fetches_nothing_and_embeds_only_blurred_jpegs(demo: dict[str
             assert value is not None
             assert value.startswith(("data:image/jpeg;base64,", "#")), (tag, attr, value[:60])
     assert keys.tags["img"] >= 5
+    clip = html.index("misc/clip.mp4</td>")  # the demo's video has its blurred first frame too
+    assert html.rindex("<img", 0, clip) > html.rindex("<tr>", 0, clip)
     assert keys.tags["svg"] == 6  # six plots, all drawn from the demo's data
     assert keys.tags["script"] == 0 and "<link" not in html
     assert "demo &lt;series&gt;" in html
@@ -271,6 +278,17 @@ def test_thumbnails_are_blurred_in_their_pixels() -> None:
     light_buf = io.BytesIO()
     light.save(light_buf, "JPEG", quality=95)
     assert _sharpness(light_buf.getvalue()) > 0.05 * _sharpness(sharp_buf.getvalue())
+
+
+def test_a_video_gets_a_blurred_thumbnail_of_its_first_frame() -> None:
+    board = (np.indices((240, 320)).sum(axis=0) // 12 % 2 * 255).astype(np.uint8)
+    clip = video_bytes([(np.stack([board] * 3, axis=-1), 1.0)], fps=5)
+    thumb = blurred_video_thumbnail(clip)
+    with Image.open(io.BytesIO(thumb)) as im:
+        assert max(im.size) == 96
+        assert float(np.asarray(im.convert("L")).std()) < 20  # the checkerboard is gone
+    with pytest.raises(Exception):  # noqa: B017 - PyAV raises its own errors on garbage
+        blurred_video_thumbnail(b"not a video at all")
 
 
 def test_hostile_names_and_exif_text_are_escaped(tmp_path: Path) -> None:
