@@ -145,3 +145,19 @@ def current_labels(
         if latest is not None:
             out[item_id] = label_object(latest)
     return out
+
+
+def label_history(store: CaseStore, item_id: int) -> list[dict[str, Any]]:
+    """Every label an item had, oldest first: its own rows and those of its content (same
+    SHA-256) from before it was found. Unknown ids raise KeyError."""
+    hashes = store.item_sha256([item_id])
+    if item_id not in hashes:
+        raise KeyError(f"no item {item_id} in this case")
+    sha = hashes[item_id]
+    rows = store.label_rows([item_id], [sha] if sha else [])
+    acts: dict[tuple[Any, ...], LabelRow] = {}
+    for r in rows:  # one entry per labelling act, not one per copy it reached; own rows first
+        act = (r.at, r.by, r.sha256 or r.item_id)
+        if act not in acts or r.item_id == item_id:
+            acts[act] = r
+    return [label_object(r) for r in sorted(acts.values(), key=lambda r: r.id)]

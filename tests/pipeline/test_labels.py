@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from heroes.pipeline.labels import Label, apply_label, current_labels
+from heroes.pipeline.labels import Label, apply_label, current_labels, label_history
 from heroes.store import CaseStore, LabelRow
 
 SHA_A = "a" * 64
@@ -117,3 +117,14 @@ def test_a_copy_found_later_takes_the_label_of_its_content(store: CaseStore) -> 
 def test_current_labels_of_unlabelled_or_unknown_items_is_empty(store: CaseStore) -> None:
     apply_label(store, [2], Label(3), by="ana")
     assert current_labels(store, [1, 5, 1234]) == {}
+
+
+def test_label_history_lists_every_act_on_the_item_once(store: CaseStore) -> None:
+    apply_label(store, [3], Label(1), by="ana")
+    apply_label(store, [1], Label(0, note="adult"), by="ben")
+    apply_label(store, [2], Label(4), by="ana")
+    history = label_history(store, 4)
+    assert [(h["category"], h["by"]) for h in history] == [(1, "ana"), (0, "ben")]
+    assert label_history(store, 5) == []
+    with pytest.raises(KeyError):
+        label_history(store, 99)
