@@ -513,7 +513,7 @@ def export(
                     n = write_vics(store, f, **options)
         else:
             n = do_export(store, fmt, output)
-    except (ExportError, VicsError) as exc:
+    except (ExportError, VicsError, StoreError) as exc:
         raise _fail(str(exc)) from exc
     finally:
         store.close()
@@ -569,7 +569,7 @@ def label(
         now = current_labels(store, labelled)
     except KeyError as exc:
         raise _fail(str(exc.args[0])) from exc
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:
         raise _fail(str(exc)) from exc
     finally:
         store.close()

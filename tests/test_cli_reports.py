@@ -136,3 +136,13 @@ def test_label_refuses_bad_categories_and_unknown_items(case: Path, args: list[s
     result = runner.invoke(app, ["label", str(case), item, *args, "--by", "ana"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_labelling_a_read_only_case_is_a_clear_error(
+    case: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///file:{case / 'case.db'}?mode=ro&uri=true"
+    monkeypatch.setenv("HEROES_DB_URL", url)
+    result = runner.invoke(app, ["label", str(case), "1", "--category", "0", "--by", "ana"])
+    assert result.exit_code == 2 and "readonly" in result.output
+    assert "Traceback" not in result.output

@@ -33,7 +33,7 @@ from heroes.index.identities import Identities
 from heroes.pipeline.indexing import index_root
 from heroes.pipeline.labels import current_labels
 from heroes.pipeline.report import record
-from heroes.store.db import CaseStore
+from heroes.store.db import CaseStore, StoreError
 from heroes.store.schema import ItemRow
 
 THUMB_PX = 96
@@ -723,6 +723,13 @@ class _Digest(io.TextIOBase):
         return len(s)
 
 
+def _case_id(store: CaseStore) -> str:
+    try:
+        return store.case_id()
+    except StoreError:
+        return "not assigned (the case is read-only)"
+
+
 def build_report(store: CaseStore, *, top: int = 24) -> str:
     """The report as one HTML string."""
     from heroes.pipeline.report import write_jsonl
@@ -778,7 +785,7 @@ def build_report(store: CaseStore, *, top: int = 24) -> str:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     return env.from_string(_TEMPLATE).render(
         case_name=store.case_dir.resolve().name,
-        case_id=store.case_id(),
+        case_id=_case_id(store),
         made=_iso(datetime.now(UTC)),
         version=__version__,
         python=platform.python_version(),

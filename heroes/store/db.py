@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from heroes import __version__
@@ -359,8 +360,13 @@ class CaseStore:
     def add_labels(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append label rows in one transaction; label rows are never updated or deleted."""
         if rows:
-            with self.session() as s, s.begin():
-                s.execute(insert(LabelRow), list(rows))
+            try:
+                with self.session() as s, s.begin():
+                    s.execute(insert(LabelRow), list(rows))
+            except SQLAlchemyError as exc:
+                raise StoreError(
+                    f"cannot write labels to {self.case_dir}: {exc.orig or exc}"
+                ) from exc
 
     def label_rows(
         self, item_ids: Iterable[int] | None = None, shas: Iterable[str] = ()
@@ -383,11 +389,20 @@ class CaseStore:
     # the case itself ----------------------------------------------------------------------------
     def case_id(self) -> str:
         """The case's GUID, made on first use and stable from then on (exports carry it)."""
-        with self.session() as s, s.begin():
+        with self.session() as s:
             row = s.get(CaseInfoRow, "case_id")
-            if row is None:
-                row = CaseInfoRow(key="case_id", value=str(uuid.uuid4()))
-                s.add(row)
+            if row is not None:
+                return row.value
+        try:
+            with self.session() as s, s.begin():
+                s.add(CaseInfoRow(key="case_id", value=str(uuid.uuid4())))
+        except IntegrityError:
+            pass  # made at the same moment by another process: take theirs
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot give {self.case_dir} a case ID: {exc.orig or exc}") from exc
+        with self.session() as s:
+            row = s.get(CaseInfoRow, "case_id")
+            assert row is not None
             return row.value
 
     def runs(self) -> list[RunRow]:
