@@ -10,10 +10,11 @@ TORCH ?= torch==2.13.0
 .PHONY: install install-gpu system-deps demo test bench clean
 
 # Debian packages: FFmpeg development libraries (vpdq builds against them), hashdeep (benchmark
-# baseline), PostgreSQL (the store tests start a throw-away server) and Chromium (the case report
-# test opens the report headless).
+# baseline), PostgreSQL (the store tests start a throw-away server), Chromium (the case report
+# test opens the report headless) and Pango (WeasyPrint's PDF reports).
 DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
-	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql chromium
+	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql chromium \
+	libpangoft2-1.0-0
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -47,7 +48,9 @@ demo: install
 	  --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-bad.pdq.txt \
 	  --known-good demo/seizure-hashsets/known-good.csv --engine ray
 	$(BIN)/heroes queue demo/case --top 10
+	mkdir -p demo/case/reports
 	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
+	$(BIN)/heroes report demo/case -o demo/case/reports/report.html
 
 test: install
 	$(BIN)/ruff check heroes tests benchmarks

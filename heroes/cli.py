@@ -605,17 +605,19 @@ def _label_text(lab: dict | None) -> str:  # type: ignore[type-arg]
 def report(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The report file.")],
-    fmt: Annotated[str, typer.Option("--format", help="html (one self-contained file).")] = "html",
+    fmt: Annotated[
+        str, typer.Option("--format", help="html (one self-contained file) or pdf.")
+    ] = "html",
     top: Annotated[int, typer.Option(help="Queue items shown, with blurred thumbnails.")] = 24,
 ) -> None:
     """One self-contained HTML report of the case: summary, queue head with blurred thumbnails,
     labels, identities, plots and the chain of custody."""
-    from heroes.pipeline.casereport import write_report
+    from heroes.pipeline.casereport import PdfUnavailable, write_pdf, write_report
     from heroes.pipeline.report import ExportError, open_output
     from heroes.store.db import CaseStore, StoreError
 
-    if fmt != "html":
-        raise _fail(f"unknown report format {fmt!r}: use html")
+    if fmt not in ("html", "pdf"):
+        raise _fail(f"unknown report format {fmt!r}: use html or pdf")
     if not output.parent.is_dir():
         raise _fail(f"cannot write {output}: folder {output.parent} does not exist")
     try:
@@ -623,9 +625,15 @@ def report(
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:
-        with open_output(output) as f:
-            write_report(store, f, top=top)
-    except ExportError as exc:
+        if fmt == "pdf":
+            if output.is_dir():
+                raise ExportError(f"cannot write {output}: it is a folder")
+            with open(output, "wb") as pdf:
+                write_pdf(store, pdf, top=top)
+        else:
+            with open_output(output) as f:
+                write_report(store, f, top=top)
+    except (ExportError, PdfUnavailable, OSError) as exc:
         raise _fail(str(exc)) from exc
     finally:
         store.close()

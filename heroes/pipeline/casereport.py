@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import re
 import stat
 import zipfile
 from collections import Counter, defaultdict
@@ -170,7 +171,7 @@ def thumbnail_uri(rec: dict[str, Any]) -> str | None:
 # --- plots -------------------------------------------------------------------------------------
 
 
-def _svg(draw: Any, width: float = 5.2, height: float = 2.8) -> Markup:
+def _svg(draw: Any, prefix: str, width: float = 5.2, height: float = 2.8) -> Markup:
     """One matplotlib figure as inline SVG (text as text, no math parsing of evidence names)."""
     import matplotlib
 
@@ -187,7 +188,19 @@ def _svg(draw: Any, width: float = 5.2, height: float = 2.8) -> Markup:
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return Markup(text[text.index("<svg") :])  # noqa: S704 - produced by matplotlib, XML-escaped
+    text = _unique_ids(text[text.index("<svg") :], prefix)
+    return Markup(text)  # noqa: S704 - produced by matplotlib, XML-escaped
+
+
+_SVG_ID = re.compile(r'\bid="([^"]+)"')
+_SVG_REF = re.compile(r'(url\(#|href="#)([^)"]+)')
+
+
+def _unique_ids(svg: str, prefix: str) -> str:
+    """Several inline SVGs share one HTML document: matplotlib's element ids (``ytick_5``, clip
+    paths) would collide, and a clip path could resolve to another plot's. Prefix them all."""
+    svg = _SVG_ID.sub(lambda m: f'id="{prefix}-{m.group(1)}"', svg)
+    return _SVG_REF.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
 
 
 @dataclass
@@ -245,21 +258,21 @@ def _plots(stats: _Stats) -> list[tuple[str, str, Markup | None]]:
         (
             "Priority",
             f"{pr.n} files with a priority (copies counted once)",
-            _svg(_bars(pr, "priority", "#b03a2e")) if pr.n else None,
+            _svg(_bars(pr, "priority", "#b03a2e"), "priority") if pr.n else None,
         )
     )
     plots.append(
         (
             "Estimated ages of faces",
             f"{ages.n} faces; expected age from the age model (an estimate: check by eye)",
-            _svg(_bars(ages, "estimated age (years)", "#2e86c1")) if ages.n else None,
+            _svg(_bars(ages, "estimated age (years)", "#2e86c1"), "ages") if ages.n else None,
         )
     )
     plots.append(
         (
             "Nudity scores",
             f"{nud.n} files scored by the detector",
-            _svg(_bars(nud, "nudity score", "#7d3c98")) if nud.n else None,
+            _svg(_bars(nud, "nudity score", "#7d3c98"), "nudity") if nud.n else None,
         )
     )
     exif_t, file_t = stats.exif_months, stats.file_months
@@ -287,7 +300,7 @@ def _plots(stats: _Stats) -> list[tuple[str, str, Markup | None]]:
         (
             "Files over time",
             "when pictures were taken (EXIF) and when files were last written, by month",
-            _svg(timeline) if exif_t or file_t else None,
+            _svg(timeline, "timeline") if exif_t or file_t else None,
         )
     )
     cams = stats.cameras.most_common(12)
@@ -305,7 +318,7 @@ def _plots(stats: _Stats) -> list[tuple[str, str, Markup | None]]:
         (
             "Camera models",
             f"{sum(stats.cameras.values())} files with a camera make or model in EXIF",
-            _svg(cameras, height=max(1.6, 0.3 * len(cams) + 0.8)) if cams else None,
+            _svg(cameras, "cameras", height=max(1.6, 0.3 * len(cams) + 0.8)) if cams else None,
         )
     )
     gps = stats.gps
@@ -328,7 +341,7 @@ def _plots(stats: _Stats) -> list[tuple[str, str, Markup | None]]:
             f"{stats.gps_total} files with EXIF GPS"
             + (f" (the first {len(gps)} drawn)" if stats.gps_total > len(gps) else "")
             + ", on a plain latitude/longitude grid (no map tiles)",
-            _svg(points, width=5.2, height=3.0) if gps else None,
+            _svg(points, "gps", width=5.2, height=3.0) if gps else None,
         )
     )
     return plots
@@ -585,6 +598,11 @@ figure{margin:0} figcaption{font-size:12px;color:#566573} svg{max-width:100%;hei
 .nothumb{width:96px;height:96px;display:flex;align-items:center;justify-content:center;
  background:#eaeded;border-radius:4px;color:#566573;font-size:11px;text-align:center}
 .warn{color:#922b21} .muted{color:#566573} details pre{font-size:11px;white-space:pre-wrap}
+@page{size:A4 landscape;margin:10mm}
+@media print{body{background:#fff;font-size:11px} main{max-width:none;padding:0 4px}
+ section{break-inside:auto} tr,figure{break-inside:avoid} .path{max-width:none}
+ .grid{display:block} figure{display:inline-block;width:48%;vertical-align:top}
+ details pre{display:block}}
 </style></head>
 <body>
 <header><h1>Case report: {{ case_name }}</h1>
@@ -810,6 +828,25 @@ def build_report(store: CaseStore, *, top: int = 24) -> str:
 
 def write_report(store: CaseStore, out: IO[str], *, top: int = 24) -> None:
     out.write(build_report(store, top=top))
+
+
+class PdfUnavailable(RuntimeError):
+    """PDF output needs WeasyPrint (the ``pdf`` extra) and its Pango libraries."""
+
+
+def write_pdf(store: CaseStore, out: IO[bytes], *, top: int = 24) -> None:
+    """The same report as PDF (A4 landscape), laid out by WeasyPrint: no browser involved, and
+    nothing fetched (its URL fetcher takes data URIs only, all the report holds)."""
+    try:
+        import weasyprint
+        from weasyprint.urls import URLFetcher
+    except (ImportError, OSError) as exc:  # OSError: the Pango libraries are missing
+        raise PdfUnavailable(
+            f"PDF reports need WeasyPrint: pip install 'heroes[pdf]' ({exc})"
+        ) from exc
+    html = build_report(store, top=top)
+    fetcher = URLFetcher(allowed_protocols=("data",))
+    weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf(out)
 
 
 __all__ = ["blurred_thumbnail", "build_report", "write_report"]

@@ -323,3 +323,12 @@ def test_report_into_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         app, ["report", str(tmp_path / "case"), "-o", str(tmp_path / "no" / "r.html")]
     )
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_the_report_as_pdf_is_laid_out_without_a_browser(demo: dict[str, Any]) -> None:
+    out = demo["base"] / "report.pdf"
+    result = runner.invoke(app, ["report", str(demo["case"]), "--format", "pdf", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    pdf = out.read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    assert len(pdf) > 50_000  # the thumbnails and plots are in it, not only text
