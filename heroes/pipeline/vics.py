@@ -210,7 +210,7 @@ def _media(
     entry_meta: dict[str, Any] = dict(matched[2].meta or {}) if matched else {}
     m: dict[str, Any] = {}
     media_id = _media_id(matched[2].ref) if matched else None
-    m["MediaID"] = media_id if media_id is not None else first.id
+    m["MediaID"] = media_id  # None for now: see _number_new_media
     m["MD5"] = content.md5.upper()
     if first.sha1:
         m["SHA1"] = first.sha1.upper()
@@ -278,6 +278,22 @@ def _media(
     return m
 
 
+def _number_new_media(media: list[dict[str, Any]], contents: list[_Content]) -> None:
+    """MediaIDs for Media that no set named: the item id of the first file, unless a set's
+    MediaID in this document already took that number (two Media must never share one); then
+    the next number above every id in the document."""
+    taken = {m["MediaID"] for m in media if m["MediaID"] is not None}
+    top = max((t for t in taken if isinstance(t, int)), default=0)
+    for m, content in zip(media, contents, strict=True):
+        if m["MediaID"] is None:
+            wanted = content.items[0].id
+            if wanted in taken:
+                top = max(top, max(c.items[0].id for c in contents)) + 1
+                wanted = top
+            m["MediaID"] = wanted
+            taken.add(wanted)
+
+
 def _contents(
     store: CaseStore, labels: dict[int, dict[str, Any]]
 ) -> tuple[list[_Content], dict[tuple[str, str], ItemRow]]:
@@ -327,6 +343,7 @@ def vics_document(
         )
         for c in contents
     ]
+    _number_new_media(media, contents)
     if version == "1.3":
         return {"odata.metadata": _CONTEXT_1, "value": media}
     case = {

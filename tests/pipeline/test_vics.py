@@ -266,3 +266,25 @@ def test_a_category_of_another_scheme_is_not_written_as_a_uk_code(
     assert "/2.0.xml/UK/" in doc["@odata.context"]
     m0 = _media_by_md5(doc)[_hashes(data[0])[0]]
     assert "Category" not in m0 and "VICS-US" in m0["Comments"]
+
+
+def test_media_ids_never_collide_with_a_sets_ids(
+    tmp_path: Path, evidence: tuple[Path, list[bytes]]
+) -> None:
+    ev, data = evidence
+    store = _triage(ev, tmp_path / "case", [])
+    try:
+        ids = sorted(r.id for r in store.items() if r.media_type == "image")
+    finally:
+        store.close()
+    media = _media_13(data[:3])
+    media[0]["MediaID"] = ids[-1]  # the id heroes would give another file
+    source = _vics_13(tmp_path / "set.json", media)
+    store = _triage(ev, tmp_path / "case2", [source])
+    try:
+        doc = vics_document(store)
+    finally:
+        store.close()
+    numbers = [m["MediaID"] for m in doc["value"][0]["Media"]]
+    assert len(numbers) == len(set(numbers)) == 5
+    assert _media_by_md5(doc)[_hashes(data[0])[0]]["MediaID"] == ids[-1]
