@@ -608,7 +608,9 @@ def report(
     fmt: Annotated[
         str, typer.Option("--format", help="html (one self-contained file) or pdf.")
     ] = "html",
-    top: Annotated[int, typer.Option(help="Queue items shown, with blurred thumbnails.")] = 24,
+    top: Annotated[
+        int, typer.Option(help="Queue items shown, with blurred thumbnails.", min=0)
+    ] = 24,
 ) -> None:
     """One self-contained HTML report of the case: summary, queue head with blurred thumbnails,
     labels, identities, plots and the chain of custody."""
