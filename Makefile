@@ -9,12 +9,16 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install install-gpu system-deps demo test bench clean
 
-# Debian packages: FFmpeg development libraries (vpdq builds against them), hashdeep (benchmark
-# baseline), PostgreSQL (the store tests start a throw-away server) and exiftool (the reference
-# that the EXIF tests and benchmarks/bench_exif.py compare with).
+# Debian packages, one group a line:
+# FFmpeg development libraries (vpdq builds against them)
 DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
-	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql \
-	libimage-exiftool-perl
+	libswresample-dev libswscale-dev libavutil-dev
+# hashdeep (benchmark baseline); PostgreSQL (the store tests start a throw-away server)
+DEB_PACKAGES += hashdeep postgresql
+# exiftool (the reference that the EXIF tests and benchmarks/bench_exif.py compare with)
+DEB_PACKAGES += libimage-exiftool-perl
+# Chromium (the report and web page tests open pages headless); Pango (WeasyPrint's PDF reports)
+DEB_PACKAGES += chromium libpangoft2-1.0-0
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \
@@ -25,7 +29,7 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml requirements-models.txt
+$(STAMP): pyproject.toml requirements-models.txt Makefile
 	$(MAKE) system-deps
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,7 +52,9 @@ demo: install
 	  --hashset demo/seizure-hashsets/known-bad.vics.json --hashset demo/seizure-hashsets/known-bad.pdq.txt \
 	  --known-good demo/seizure-hashsets/known-good.csv --engine ray
 	$(BIN)/heroes queue demo/case --top 10
+	mkdir -p demo/case/reports
 	$(BIN)/heroes export demo/case --format jsonl -o demo/case/reports/items.jsonl
+	$(BIN)/heroes report demo/case -o demo/case/reports/report.html
 
 test: install
 	$(BIN)/ruff check heroes tests benchmarks

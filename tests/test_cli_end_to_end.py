@@ -249,7 +249,7 @@ def test_csv_export_has_one_row_per_record(demo: dict[str, Any], tmp_path: Path)
     assert result.exit_code == 0, result.output
     import csv
 
-    with open(out, newline="", encoding="utf-8") as f:
+    with open(out, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(demo["list"])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,9 +14,20 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import create_engine, delete, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from heroes.store.schema import Base, HashEntryRow, HashSetRow, ItemRow, RunRow, VectorRow
+from heroes import __version__
+from heroes.store.schema import (
+    Base,
+    CaseInfoRow,
+    HashEntryRow,
+    HashSetRow,
+    ItemRow,
+    LabelRow,
+    RunRow,
+    VectorRow,
+)
 
 DB_FILE = "case.db"
 _INSERT_CHUNK = 5000
@@ -104,8 +117,16 @@ class CaseStore:
 
     # runs ---------------------------------------------------------------------------------------
     def start_run(self, evidence: str, settings: dict[str, Any]) -> int:
+        """Record a run's start, with its settings and, for the chain of custody, the tool
+        version and the host it runs on (``settings["provenance"]``)."""
+        provenance = {
+            "heroes": __version__,
+            "host": platform.node(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
         with self.session() as s, s.begin():
-            run = RunRow(evidence=evidence, settings=settings)
+            run = RunRow(evidence=evidence, settings={**settings, "provenance": provenance})
             s.add(run)
             s.flush()
             return run.id
@@ -308,3 +329,83 @@ class CaseStore:
                 s.execute(select(HashEntryRow).where(HashEntryRow.pdq.is_not(None))).scalars()
             )
         return rows
+
+    # labels -------------------------------------------------------------------------------------
+    def item_sha256(self, item_ids: Iterable[int]) -> dict[int, str | None]:
+        """The SHA-256 of each of these items that exists (a missing id is not in the answer)."""
+        ids = sorted(set(item_ids))
+        out: dict[int, str | None] = {}
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                rows = s.execute(
+                    select(ItemRow.id, ItemRow.sha256).where(ItemRow.id.in_(ids[i : i + 500]))
+                )
+                out.update({item_id: sha for item_id, sha in rows})
+        return out
+
+    def items_with_sha256(self, shas: Iterable[str]) -> dict[int, str]:
+        """Every item whose SHA-256 is one of these, by item id."""
+        wanted = sorted(set(shas))
+        out: dict[int, str] = {}
+        with self.session() as s:
+            for i in range(0, len(wanted), 500):
+                rows = s.execute(
+                    select(ItemRow.id, ItemRow.sha256).where(
+                        ItemRow.sha256.in_(wanted[i : i + 500])
+                    )
+                )
+                out.update({item_id: sha for item_id, sha in rows})
+        return out
+
+    def add_labels(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append label rows in one transaction; label rows are never updated or deleted."""
+        if rows:
+            try:
+                with self.session() as s, s.begin():
+                    s.execute(insert(LabelRow), list(rows))
+            except SQLAlchemyError as exc:
+                raise StoreError(
+                    f"cannot write labels to {self.case_dir}: {exc.orig or exc}"
+                ) from exc
+
+    def label_rows(
+        self, item_ids: Iterable[int] | None = None, shas: Iterable[str] = ()
+    ) -> list[LabelRow]:
+        """Label rows of these items or of these SHA-256s (all rows when ``item_ids`` is None),
+        oldest first."""
+        with self.session() as s:
+            if item_ids is None:
+                return list(s.execute(select(LabelRow).order_by(LabelRow.id)).scalars())
+            ids, wanted = sorted(set(item_ids)), sorted(set(shas))
+            found: dict[int, LabelRow] = {}
+            for i in range(0, len(ids), 500):
+                q = select(LabelRow).where(LabelRow.item_id.in_(ids[i : i + 500]))
+                found.update({r.id: r for r in s.execute(q).scalars()})
+            for i in range(0, len(wanted), 500):
+                q = select(LabelRow).where(LabelRow.sha256.in_(wanted[i : i + 500]))
+                found.update({r.id: r for r in s.execute(q).scalars()})
+        return [found[k] for k in sorted(found)]
+
+    # the case itself ----------------------------------------------------------------------------
+    def case_id(self) -> str:
+        """The case's GUID, made on first use and stable from then on (exports carry it)."""
+        with self.session() as s:
+            row = s.get(CaseInfoRow, "case_id")
+            if row is not None:
+                return row.value
+        try:
+            with self.session() as s, s.begin():
+                s.add(CaseInfoRow(key="case_id", value=str(uuid.uuid4())))
+        except IntegrityError:
+            pass  # made at the same moment by another process: take theirs
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot give {self.case_dir} a case ID: {exc.orig or exc}") from exc
+        with self.session() as s:
+            row = s.get(CaseInfoRow, "case_id")
+            assert row is not None
+            return row.value
+
+    def runs(self) -> list[RunRow]:
+        """Every run of the case, oldest first."""
+        with self.session() as s:
+            return list(s.execute(select(RunRow).order_by(RunRow.id)).scalars())
