@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from heroes.index import BinaryIndex, FloatIndex, Meta, hashes_from_hex
 from heroes.store.db import CaseStore, decode_vectors
@@ -67,7 +67,17 @@ def update_indexes(
     was_stale = stale.exists()
     rebuild = rebuild or was_stale
     before = _state(root)
+    with store.session() as s:
+        # two primary-key look-ups: when no row was added since the last update there is
+        # nothing to read (what every search of a finished case finds)
+        heads = [
+            s.execute(select(func.max(VectorRow.id))).scalar() or 0,
+            s.execute(select(func.max(ItemRow.id))).scalar() or 0,
+        ]
+    if not rebuild and before.get("heads") == heads and (root / STATE_FILE).is_file():
+        return {}
     state = {} if rebuild else dict(before)
+    state["heads"] = heads
     name = case_name(case_dir)
     added: dict[str, int] = {}
     with store.session() as s:
