@@ -44,9 +44,12 @@ RECORD_FIELDS: tuple[str, ...] = (
     "height",
     "archive_kind",
     "members",
+    "deleted",
+    "fs",
+    "image",
 )
 
-_JSON_FIELDS = {"exif", "video", "known_match", "faces", "nudity", "why"}
+_JSON_FIELDS = {"exif", "video", "known_match", "faces", "nudity", "why", "fs", "image"}
 
 
 def record(row: ItemRow) -> dict[str, Any]:
