@@ -10,9 +10,12 @@ TORCH ?= torch==2.13.0
 .PHONY: install install-gpu system-deps demo test bench clean
 
 # Debian packages: FFmpeg development libraries (vpdq builds against them), hashdeep (benchmark
-# baseline) and PostgreSQL (the store tests start a throw-away server).
+# baseline), PostgreSQL (the store tests start a throw-away server), and the tools the forensic
+# image tests build their images with, without mounting anything (file systems, partition
+# tables, E01, VHD/VMDK/QCOW2, LUKS).
 DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
-	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql
+	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql \
+	dosfstools mtools e2fsprogs ntfs-3g fdisk ewf-tools qemu-utils cryptsetup-bin
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \

@@ -331,7 +331,18 @@ class _ImageWalk:
             yield _Volume(label, spec, creds)
             return
         for sub in subs:
-            loc = (getattr(sub.path_spec, "location", None) or sub.name or "").strip("/")
+            loc = (getattr(sub.path_spec, "location", None) or "").strip("/")
+            if not loc:
+                # a partition table or space no partition holds: listed for the examiner (and
+                # for carving), not walked as a volume
+                self.info.setdefault("unallocated", []).append(
+                    {
+                        "volume": label,
+                        "offset": getattr(sub.path_spec, "start_offset", None),
+                        "size": sub.size,
+                    }
+                )
+                continue
             yield from self.volumes(sub.path_spec, _join(label, loc), creds)
 
     def encrypted(self, spec: Any, label: str, creds: tuple[Any, ...]) -> Iterator[Any]:

@@ -108,13 +108,18 @@ def raw_disk_image(head: bytes) -> bool:
     """Whether a head with no other known type is a raw (dd) image of a disk or a volume.
 
     A raw image has no magic of its own, so it is recognised by structures at fixed offsets: a
-    partition table (GPT header, or an MBR whose four entries are all well formed), or the boot
-    sector or superblock of a file system (FAT, exFAT, NTFS, ext2/3/4, HFS+, APFS), each checked
+    partition table (GPT header, or an MBR whose four entries are all well formed), the header of
+    an encrypted volume (BitLocker, LUKS), or the boot sector or superblock of a file system
+    (FAT, exFAT, NTFS, ext2/3/4, HFS+, APFS), each checked
     on several fields, so that an ordinary file is not taken for an image by one lucky byte pair.
     """
+    if head[:6] == b"LUKS\xba\xbe":  # an encrypted volume (LUKS1/2 header)
+        return True
     if len(head) < 512:
         return False
     boot_sig = head[510:512] == b"\x55\xaa"
+    if boot_sig and head[3:11] == b"-FVE-FS-":  # a BitLocker volume
+        return True
     if boot_sig and head[512:520] == b"EFI PART":
         return True
     if boot_sig and head[3:11] in (b"NTFS    ", b"EXFAT   "):

@@ -956,7 +956,12 @@ def triage(
                 )
             status = "done"
             try:
-                entries = walk(evidence, settings.limits, skip_archive=the_pass.skip_archive)
+                entries = walk(
+                    evidence,
+                    settings.limits,
+                    skip_archive=the_pass.skip_archive,
+                    disk=settings.disk,
+                )
                 the_pass.run(entries)
             except KeyboardInterrupt:
                 the_pass.flush(force=True)
