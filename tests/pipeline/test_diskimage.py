@@ -1,0 +1,361 @@
+"""Forensic images: every file of every partition accounted for (deleted ones too) with the right
+hashes, image hashes verified, encrypted volumes skipped by name, large files streamed by
+reference, and ordinary files never taken for images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from diskimages import (
+    MiB,
+    converted,
+    e01,
+    ext_volume,
+    fat_volume,
+    luks_volume,
+    ntfs_volume,
+    partitioned,
+    sha256,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from heroes.config import DiskImageSettings, Limits, Settings
+from heroes.pipeline.discover import Entry, walk
+from heroes.pipeline.diskimage import ImageRef
+from heroes.pipeline.identify import SNIFF_BYTES, hash_source, raw_disk_image, sniff
+from heroes.pipeline.report import RECORD_FIELDS, records
+from heroes.pipeline.runner import triage
+from heroes.store import CaseStore
+
+
+def _noise(seed: int, n: int) -> bytes:
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def _photo(seed: int, size: int) -> bytes:
+    """A synthetic JPEG (random colour blocks), large when ``size`` is large."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8)
+    img = Image.fromarray(a).resize((size, size), Image.Resampling.NEAREST)
+    noise = rng.integers(0, 24, (size, size, 3), dtype=np.uint8)
+    out = Image.fromarray(np.asarray(img) ^ noise)
+    import io
+
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _by_path(entries: list[Entry]) -> dict[str, Entry]:
+    return {e.path: e for e in entries}
+
+
+def _content(e: Entry) -> bytes:
+    if e.data is not None:
+        return e.data
+    assert e.ref is not None, e.path
+    with e.ref.open_stream() as f:
+        return f.read()
+
+
+FAT_FILES = {
+    "DCIM/photo.jpg": _photo(1, 256),
+    "DCIM/sub/notes.txt": b"meeting at noon\n",
+    "blob.bin": _noise(2, 30_000),
+    "gone.bin": _noise(3, 5_000),
+}
+
+
+@pytest.fixture(scope="module")
+def fat_e01(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("fat")
+    raw = fat_volume(d / "fat.raw", FAT_FILES, deleted=("gone.bin",))
+    ev = d / "evidence"
+    ev.mkdir()
+    return e01(raw, ev / "disk"), raw
+
+
+def test_e01_of_a_fat_volume_accounts_for_every_file_deleted_included(
+    fat_e01: tuple[Path, Path],
+) -> None:
+    image, raw = fat_e01
+    entries = _by_path(list(walk(image)))
+    files = {p: e for p, e in entries.items() if p != "disk.E01"}
+    live = {"disk.E01!/DCIM/photo.jpg", "disk.E01!/DCIM/sub/notes.txt", "disk.E01!/blob.bin"}
+    assert len(files) == 4 and live < set(files)
+    # FAT overwrites the first letter of a deleted name
+    (dead,) = set(files) - live
+    assert dead.lower().endswith("one.bin")
+    by_hash = {sha256(_content(e)): e for e in files.values()}
+    assert set(by_hash) == {sha256(d) for d in FAT_FILES.values()}
+    gone = by_hash[sha256(FAT_FILES["gone.bin"])]
+    assert gone.extra is not None and gone.extra["deleted"] is True
+    for name in ("DCIM/photo.jpg", "blob.bin"):
+        e = entries[f"disk.E01!/{name}"]
+        assert e.extra is not None and e.extra["deleted"] is False
+        assert e.extra["fs"]["inode"] > 0 and e.extra["fs"]["modified"] is not None
+        assert e.depth == 1 and e.container == "disk.E01"
+    img = entries["disk.E01"]
+    assert img.archive_kind == "ewf" and img.error is None and img.members == 4
+    info = img.extra["image"]  # type: ignore[index]
+    assert info["verified"] is True
+    raw_bytes = raw.read_bytes()
+    assert info["stored_hashes"]["md5"] == hashlib.md5(raw_bytes).hexdigest()
+    assert info["read_hashes"]["sha1"] == hashlib.sha1(raw_bytes).hexdigest()
+    assert info["media_size"] == len(raw_bytes)
+    assert info["volumes"] == [{"label": "", "file_system": "FAT"}]
+
+
+def test_e01_whose_media_was_altered_reports_a_hash_mismatch(tmp_path: Path) -> None:
+    raw = fat_volume(tmp_path / "fat.raw", {"blob.bin": _noise(5, 40_000)})
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    image = e01(raw, ev / "bad", compress="none")
+    data = bytearray(image.read_bytes())
+    # a byte of the file's tail: a chunk past the one holding the boot sector and the FAT
+    at = data.find(_noise(5, 40_000)[-64:])
+    assert at > 0
+    data[at + 10] ^= 0xFF
+    image.write_bytes(bytes(data))
+    entries = _by_path(list(walk(image)))
+    img = entries["bad.E01"]
+    assert img.error is not None and img.error.startswith("image hash mismatch: stored MD5")
+    assert img.extra is not None and img.extra["image"]["verified"] is False
+    assert "bad.E01!/blob.bin" in entries  # what was listed stays listed
+
+
+@pytest.mark.parametrize("label", ["dos", "gpt"])
+def test_raw_disk_with_a_partition_table_holds_two_file_systems(tmp_path: Path, label: str) -> None:
+    fat = {"a/one.jpg": _photo(7, 128), "two.bin": _noise(8, 9000)}
+    ext = {"x.bin": _noise(9, 20_000), "sub/y.bin": _noise(10, 3000), "gone.bin": _noise(11, 4000)}
+    p1 = fat_volume(tmp_path / "p1.raw", fat, size=4 * MiB)
+    p2 = ext_volume(tmp_path / "p2.raw", ext, deleted=("gone.bin",))
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    disk = partitioned(ev / "disk.dd", label, [p1, p2])
+    entries = _by_path(list(walk(disk)))
+    expect = {f"disk.dd!/p1/{k}": v for k, v in fat.items()}
+    expect |= {f"disk.dd!/p2/{k}": v for k, v in ext.items()}
+    for path, data in expect.items():
+        assert sha256(_content(entries[path])) == sha256(data), path
+    assert entries["disk.dd!/p2/gone.bin"].extra["deleted"] is True  # type: ignore[index]
+    assert entries["disk.dd!/p2/x.bin"].extra["deleted"] is False  # type: ignore[index]
+    img = entries["disk.dd"]
+    assert img.archive_kind == "raw" and img.error is None
+    vols = {v["label"]: v.get("file_system") for v in img.extra["image"]["volumes"]}  # type: ignore[index]
+    assert vols == {"p1": "FAT", "p2": "EXT"}
+    assert set(entries) - set(expect) == {"disk.dd"}
+
+
+@pytest.fixture(scope="module")
+def ntfs_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ntfs")
+    return ntfs_volume(d / "ntfs.raw", {"n.bin": _noise(12, 9000), "pic.jpg": _photo(13, 96)})
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "kind"),
+    [
+        ("vpc", "disk.vhd", "vhd"),
+        ("vhdx", "disk.vhdx", "vhdx"),
+        ("vmdk", "disk.vmdk", "vmdk"),
+        ("qcow2", "disk.qcow2", "qcow"),
+    ],
+)
+def test_virtual_disks_of_an_ntfs_volume_are_walked(
+    ntfs_raw: Path, tmp_path: Path, fmt: str, name: str, kind: str
+) -> None:
+    disk = converted(ntfs_raw, fmt, tmp_path / name)
+    entries = _by_path(list(walk(disk)))
+    assert entries[name].archive_kind == kind and entries[name].error is None
+    assert sha256(_content(entries[f"{name}!/n.bin"])) == sha256(_noise(12, 9000))
+    assert sha256(_content(entries[f"{name}!/pic.jpg"])) == sha256(_photo(13, 96))
+    # NTFS's own metadata files are files of the volume and get records too
+    assert f"{name}!/$MFT" in entries
+
+
+def test_encrypted_volume_is_skipped_naming_luks_unless_its_key_is_given(tmp_path: Path) -> None:
+    vol = luks_volume(tmp_path / "secret.img", "correct horse")
+
+    def walked(keys: list[str]) -> dict[str, Entry]:
+        return _by_path(list(walk(vol, disk=DiskImageSettings(keys=keys))))
+
+    locked = walked([])["secret.img!/volume"]
+    assert locked.skipped == ("encrypted volume (LUKS): no key given; give a key with --volume-key")
+    wrong = walked(["battery staple"])["secret.img!/volume"]
+    assert wrong.skipped is not None and "none of the keys given opens it" in wrong.skipped
+    opened = walked(["battery staple", "correct horse"])
+    # unlocked: what lies inside is scanned (here random bytes, no file system)
+    assert opened["secret.img!/volume"].skipped is not None
+    assert "no file system" in opened["secret.img!/volume"].skipped
+    vols = opened["secret.img"].extra["image"]["volumes"]  # type: ignore[index]
+    assert vols[0]["encryption"] == "LUKS" and vols[0]["unlocked"] is True
+
+
+def test_second_segment_of_a_split_e01_gets_a_record_and_is_not_opened_alone(
+    tmp_path: Path,
+) -> None:
+    raw = fat_volume(tmp_path / "fat.raw", {"blob.bin": _noise(14, 3 * MiB)})
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    e01(raw, ev / "split", compress="none", segment="1MiB")
+    names = sorted(p.name for p in ev.iterdir())
+    assert names[:2] == ["split.E01", "split.E02"]
+    entries = _by_path(list(walk(ev)))
+    assert sha256(_content(entries["split.E01!/blob.bin"])) == sha256(_noise(14, 3 * MiB))
+    second = entries["split.E02"]
+    assert second.error is None and second.members == 0
+    assert second.extra == {"image": {"format": "ewf", "segment": 2}}
+    assert entries["split.E01"].extra["image"]["verified"] is True  # type: ignore[index]
+
+
+def test_file_larger_than_the_member_cap_is_streamed_by_reference(tmp_path: Path) -> None:
+    big = _noise(15, 16 * MiB)
+    raw = fat_volume(tmp_path / "fat.raw", {"big.bin": big, "small.bin": b"x" * 100}, size=24 * MiB)
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    image = e01(raw, ev / "disk")
+    limits = Limits(max_member_bytes=1 * MiB)
+    disk = DiskImageSettings(inline_bytes=256 * 1024)
+    entries = _by_path(list(walk(image, limits, disk=disk)))
+    member = entries["disk.E01!/big.bin"]
+    assert member.data is None and member.error is None and isinstance(member.ref, ImageRef)
+    assert entries["disk.E01!/small.bin"].data == b"x" * 100
+    # the reference travels to other processes as a few hundred bytes, not the file
+    ref = pickle.loads(pickle.dumps(member.ref))
+    assert len(pickle.dumps(member.ref)) < 4096
+    tracemalloc.start()
+    try:
+        digests, _head, kept = hash_source(ref, keep_up_to=0)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digests.sha256 == sha256(big) and kept is None
+    assert peak < 6 * MiB, f"hashing a 16 MiB file held {peak} bytes at once"
+
+
+def _triage_rows(
+    evidence: Path, case: Path, **settings: Any
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    s = Settings(engine="local", models=False, workers=1, **settings)
+    summary = triage(evidence, case, settings=s)
+    store = CaseStore(case, create=False)
+    try:
+        return {r["path"]: r for r in records(store)}, summary.to_dict()
+    finally:
+        store.close()
+
+
+def test_triage_of_a_folder_with_an_image_writes_deleted_fs_and_image_fields(
+    tmp_path: Path, fat_e01: tuple[Path, Path]
+) -> None:
+    image, _raw = fat_e01
+    ev = tmp_path / "seizure"
+    ev.mkdir()
+    os.link(image, ev / "disk.E01")
+    (ev / "loose.jpg").write_bytes(_photo(20, 64))
+    big = _photo(21, 1400)
+    assert len(big) > 600 * 1024
+    raw2 = fat_volume(tmp_path / "f2.raw", {"DCIM/big.jpg": big}, size=8 * MiB)
+    e01(raw2, ev / "phone")
+    rows, summary = _triage_rows(
+        ev,
+        tmp_path / "case",
+        limits=Limits(max_member_bytes=512 * 1024),
+        disk=DiskImageSettings(inline_bytes=128 * 1024),
+    )
+    assert list(RECORD_FIELDS[-3:]) == ["deleted", "fs", "image"]
+    photo = rows["disk.E01!/DCIM/photo.jpg"]
+    assert photo["status"] == "ok" and photo["sha256"] == sha256(FAT_FILES["DCIM/photo.jpg"])
+    assert photo["media_type"] == "image" and photo["pdq"] is not None
+    assert photo["deleted"] is False and photo["fs"]["inode"] > 0
+    gone = [r for r in rows.values() if r["sha256"] == sha256(FAT_FILES["gone.bin"])]
+    assert len(gone) == 1 and gone[0]["deleted"] is True
+    # a photo larger than the member cap, read by reference by the decode worker
+    big_row = rows["phone.E01!/DCIM/big.jpg"]
+    assert big_row["status"] == "ok" and big_row["sha256"] == sha256(big)
+    assert big_row["width"] == 1400 and big_row["pdq"] is not None
+    img = rows["disk.E01"]
+    assert img["archive_kind"] == "ewf" and img["media_type"] == "archive"
+    assert img["image"]["verified"] is True and img["deleted"] is None
+    assert rows["loose.jpg"]["fs"] is None and rows["loose.jpg"]["deleted"] is None
+    json.dumps(list(rows.values()))  # the export stays JSON
+    assert summary["errors"] == {}
+    # a second run resumes: the images are not opened again
+    rows2, summary2 = _triage_rows(ev, tmp_path / "case")
+    assert summary2["new"] == 0 and rows2.keys() == rows.keys()
+
+
+def test_image_hash_mismatch_reaches_the_record_and_the_summary(tmp_path: Path) -> None:
+    raw = fat_volume(tmp_path / "fat.raw", {"blob.bin": _noise(30, 40_000)})
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    image = e01(raw, ev / "bad", compress="none")
+    data = bytearray(image.read_bytes())
+    at = data.find(_noise(30, 40_000)[-64:])
+    data[at + 10] ^= 0xFF
+    image.write_bytes(bytes(data))
+    rows, summary = _triage_rows(image, tmp_path / "case")
+    assert rows["bad.E01"]["status"] == "error"
+    assert rows["bad.E01"]["error"].startswith("image hash mismatch")
+    assert summary["errors"] == {"image hash mismatch": 1}
+
+
+# --------------------------------------------------------------------------------------------------
+# recognising images
+
+
+def _sector(offset_bytes: dict[int, bytes], size: int = SNIFF_BYTES) -> bytes:
+    buf = bytearray(size)
+    for off, data in offset_bytes.items():
+        buf[off : off + len(data)] = data
+    return bytes(buf)
+
+
+def test_volumes_and_partition_tables_are_recognised_as_raw_images(
+    tmp_path: Path, ntfs_raw: Path
+) -> None:
+    fat = fat_volume(tmp_path / "f.raw", {"a.txt": b"a"}, size=2 * MiB)
+    ext = ext_volume(tmp_path / "e.raw", {"a.txt": b"a"}, size=2 * MiB)
+    disk = partitioned(tmp_path / "d.raw", "dos", [fat])
+    gpt = partitioned(tmp_path / "g.raw", "gpt", [fat])
+    luks = luks_volume(tmp_path / "l.raw", "pw", size=4 * MiB)
+    for path in (fat, ext, disk, gpt, luks, ntfs_raw):
+        with open(path, "rb") as f:
+            assert sniff(f.read(SNIFF_BYTES)).archive_kind == "raw", path.name
+
+
+def test_ordinary_files_are_not_taken_for_disk_images() -> None:
+    import io
+    import zipfile
+
+    from skimage import data as samples
+
+    buf = io.BytesIO()
+    Image.fromarray(samples.astronaut()).save(buf, "JPEG")
+    z = io.BytesIO()
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a.txt", "x" * 5000)
+    for head in (buf.getvalue(), z.getvalue(), b"plain text\n" * 400, bytes(SNIFF_BYTES)):
+        assert sniff(head[:SNIFF_BYTES]).archive_kind not in ("raw", "ewf"), head[:8]
+    # a boot signature alone, over junk where the partition table would be, is not enough
+    junk = _sector({446: b"\x13" * 64, 510: b"\x55\xaa"})
+    assert not raw_disk_image(junk)
+    # nor one ext magic at 1080 with an impossible superblock around it
+    assert not raw_disk_image(_sector({1080: b"\x53\xef", 1048: b"\xff\xff\xff\xff"}))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(min_size=0, max_size=SNIFF_BYTES))
+def test_random_bytes_are_never_a_raw_disk_image(head: bytes) -> None:
+    assert not raw_disk_image(head)
