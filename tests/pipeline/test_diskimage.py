@@ -359,3 +359,38 @@ def test_ordinary_files_are_not_taken_for_disk_images() -> None:
 @given(st.binary(min_size=0, max_size=SNIFF_BYTES))
 def test_random_bytes_are_never_a_raw_disk_image(head: bytes) -> None:
     assert not raw_disk_image(head)
+
+
+@pytest.mark.slow
+def test_ray_engine_reads_files_inside_an_image_by_reference_like_the_local_engine(
+    tmp_path: Path, fat_e01: tuple[Path, Path]
+) -> None:
+    pytest.importorskip("ray")
+    from heroes.config import RaySettings
+
+    ev = tmp_path / "seizure"
+    ev.mkdir()
+    big = _photo(40, 1400)
+    raw = fat_volume(tmp_path / "f.raw", {"DCIM/big.jpg": big, "small.txt": b"hi"}, size=8 * MiB)
+    e01(raw, ev / "phone")
+    os.link(fat_e01[0], ev / "disk.E01")
+    common: dict[str, Any] = dict(
+        models=False,
+        limits=Limits(max_member_bytes=512 * 1024),
+        disk=DiskImageSettings(inline_bytes=128 * 1024),
+    )
+    keep = ("path", "status", "error", "sha256", "media_type", "pdq", "deleted", "fs", "image")
+    out = {}
+    for engine in ("local", "ray"):
+        s = Settings(engine=engine, ray=RaySettings(cpus=2), **common)
+        triage(ev, tmp_path / f"case-{engine}", settings=s)
+        store = CaseStore(tmp_path / f"case-{engine}", create=False)
+        try:
+            out[engine] = sorted(
+                tuple(json.dumps(r[k], sort_keys=True) for k in keep) for r in records(store)
+            )
+        finally:
+            store.close()
+    assert out["ray"] == out["local"]
+    big_row = [r for r in out["ray"] if json.loads(r[0]) == "phone.E01!/DCIM/big.jpg"]
+    assert json.loads(big_row[0][3]) == sha256(big) and json.loads(big_row[0][5]) is not None
