@@ -394,3 +394,52 @@ def test_ray_engine_reads_files_inside_an_image_by_reference_like_the_local_engi
     assert out["ray"] == out["local"]
     big_row = [r for r in out["ray"] if json.loads(r[0]) == "phone.E01!/DCIM/big.jpg"]
     assert json.loads(big_row[0][3]) == sha256(big) and json.loads(big_row[0][5]) is not None
+
+
+def test_archives_inside_an_image_are_opened_small_or_referenced(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    def album(seed: int, n: int) -> bytes:
+        z = io.BytesIO()
+        with zipfile.ZipFile(z, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("inner/pic.jpg", _photo(seed, 64))
+            zf.writestr("inner/pad.bin", _noise(seed, n))
+        return z.getvalue()
+
+    small, large = album(50, 1000), album(51, 400_000)
+    raw = fat_volume(tmp_path / "f.raw", {"small.zip": small, "docs/large.zip": large})
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    image = e01(raw, ev / "disk")
+    entries = _by_path(list(walk(image, disk=DiskImageSettings(inline_bytes=100_000))))
+    assert entries["disk.E01!/docs/large.zip"].ref is not None
+    for name, seed in (("small.zip", 50), ("docs/large.zip", 51)):
+        arc = entries[f"disk.E01!/{name}"]
+        assert arc.archive_kind == "zip" and arc.members == 2 and arc.error is None
+        pic = entries[f"disk.E01!/{name}!/inner/pic.jpg"]
+        assert pic.data == _photo(seed, 64) and pic.depth == 2
+
+
+def test_file_systems_tsk_cannot_read_are_listed_through_dfvfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heroes.pipeline import diskimage
+
+    fat = {"a/one.jpg": _photo(60, 96), "two.bin": _noise(61, 9000)}
+    ext = {"x.bin": _noise(62, 20_000), "sub/y.bin": _noise(63, 3000)}
+    p1 = fat_volume(tmp_path / "p1.raw", fat, size=4 * MiB)
+    p2 = ext_volume(tmp_path / "p2.raw", ext)
+    disk = partitioned(tmp_path / "disk.dd", "gpt", [p1, p2])
+    monkeypatch.setattr(diskimage, "_TSK_FILE_SYSTEMS", set())
+    entries = _by_path(list(walk(disk, disk=DiskImageSettings(inline_bytes=8000))))
+    expect = {f"disk.dd!/p1/{k}": v for k, v in fat.items()}
+    expect |= {f"disk.dd!/p2/{k}": v for k, v in ext.items()}
+    for path, data in expect.items():
+        e = entries[path]
+        assert sha256(_content(e)) == sha256(data), path
+        assert e.extra is not None and e.extra["deleted"] is False
+        assert e.extra["fs"]["modified"] is not None
+    # references through dfVFS's own back ends work too (x.bin is larger than inline_bytes)
+    assert isinstance(entries["disk.dd!/p2/x.bin"].ref, ImageRef)
+    assert entries["disk.dd!/p2/x.bin"].ref.inode is None
