@@ -459,7 +459,6 @@ class _ImageWalk:
         yield from self.dfvfs_files(vol, fs_spec)
 
     def tsk_files(self, vol: _Volume, tsk_spec: Any) -> Iterator[Member]:
-        import pytsk3
         from dfvfs.resolver import resolver
 
         _set_credentials(vol.credentials)
@@ -479,7 +478,6 @@ class _ImageWalk:
                 listing = sorted(
                     fs_info.open_dir(inode=inode),
                     key=lambda f: getattr(getattr(f.info, "name", None), "name", b"") or b"",
-                    reverse=True,
                 )
             except OSError as exc:
                 yield Member(
@@ -488,62 +486,70 @@ class _ImageWalk:
                 )
                 continue
             subdirs: list[tuple[int, str, bool]] = []
-            for f in reversed(listing):
-                name_info = getattr(f.info, "name", None)
-                if name_info is None:
-                    continue
-                raw = name_info.name or b""
-                name = raw.decode("utf-8", "backslashreplace") if raw else ""
-                if name in ("", ".", "..") or name.endswith(" (Volume Label Entry)"):
-                    continue  # a FAT volume label is a directory entry, not a file
-                rel = f"{prefix}{name}"
-                full = _join(vol.label, rel)
-                meta = getattr(f.info, "meta", None)
-                name_deleted = bool(int(name_info.flags) & pytsk3.TSK_FS_NAME_FLAG_UNALLOC)
-                deleted = name_deleted or in_deleted
-                if meta is None:
-                    if deleted:
-                        yield Member(
-                            full,
-                            skipped="deleted; its metadata entry is gone, content not recoverable",
-                            extra={"deleted": True, "fs": {"inode": None}},
-                        )
-                    continue
-                mtype = meta.type
-                if mtype == pytsk3.TSK_FS_META_TYPE_VIRT:
-                    continue  # The Sleuth Kit's views of metadata ($MBR, $FAT1), not files
-                if mtype in (pytsk3.TSK_FS_META_TYPE_DIR, pytsk3.TSK_FS_META_TYPE_VIRT_DIR):
-                    addr = int(meta.addr)
-                    if addr in seen:
-                        continue
-                    seen.add(addr)
-                    orphans = mtype == pytsk3.TSK_FS_META_TYPE_VIRT_DIR
-                    subdirs.append((addr, rel + "/", deleted or orphans))
-                    continue
-                meta_alloc = bool(int(meta.flags) & pytsk3.TSK_FS_META_FLAG_ALLOC)
-                extra = {"deleted": deleted, "fs": _tsk_times(meta)}
-                size = int(meta.size)
-                mtime = extra["fs"]["modified"]
-                if name_deleted and meta_alloc:
-                    yield Member(
-                        full,
-                        None,
-                        mtime,
-                        skipped="deleted; its metadata entry now belongs to another file",
-                        extra={"deleted": True, "fs": {"inode": int(meta.addr)}},
-                    )
-                    continue
-                if mtype == pytsk3.TSK_FS_META_TYPE_LNK:
-                    yield Member(full, None, mtime, skipped="symlink", extra=extra)
-                    continue
-                if mtype != pytsk3.TSK_FS_META_TYPE_REG:
-                    yield Member(full, None, mtime, skipped="special file", extra=extra)
-                    continue
-                ref = ImageRef(str(self.path), spec_json, int(meta.addr), size, vol.credentials)
-                yield self.content(
-                    full, size, mtime, extra, ref, lambda f=f, n=size: _tsk_all(f, n)
-                )
+            for f in listing:
+                try:
+                    found = self.tsk_entry(f, prefix, in_deleted, vol, spec_json)
+                except Exception as exc:  # one odd entry costs its record, not the volume
+                    raw = getattr(getattr(f.info, "name", None), "name", b"") or b""
+                    name = _join(vol.label, prefix + raw.decode("utf-8", "backslashreplace"))
+                    found = Member(name or "?", error=f"cannot read in the image: {exc}")
+                if isinstance(found, Member):
+                    yield found
+                elif found is not None and found[0] not in seen:
+                    seen.add(found[0])
+                    subdirs.append(found)
             stack.extend(reversed(subdirs))
+
+    def tsk_entry(
+        self, f: Any, prefix: str, in_deleted: bool, vol: _Volume, spec_json: str
+    ) -> Member | tuple[int, str, bool] | None:
+        """One directory entry: its member, a folder to list (inode, prefix, deleted), or None
+        for what is not a file (``.``, a FAT volume label, The Sleuth Kit's virtual files)."""
+        import pytsk3
+
+        name_info = getattr(f.info, "name", None)
+        if name_info is None:
+            return None
+        raw = name_info.name or b""
+        name = raw.decode("utf-8", "backslashreplace") if raw else ""
+        if name in ("", ".", "..") or name.endswith(" (Volume Label Entry)"):
+            return None
+        rel = f"{prefix}{name}"
+        full = _join(vol.label, rel)
+        meta = getattr(f.info, "meta", None)
+        name_deleted = bool(int(name_info.flags) & pytsk3.TSK_FS_NAME_FLAG_UNALLOC)
+        deleted = name_deleted or in_deleted
+        if meta is None:
+            if not deleted:
+                return None
+            return Member(
+                full,
+                skipped="deleted; its metadata entry is gone, content not recoverable",
+                extra={"deleted": True, "fs": {"inode": None}},
+            )
+        mtype = meta.type
+        if mtype == pytsk3.TSK_FS_META_TYPE_VIRT:
+            return None  # views of metadata ($MBR, $FAT1), not files
+        if mtype in (pytsk3.TSK_FS_META_TYPE_DIR, pytsk3.TSK_FS_META_TYPE_VIRT_DIR):
+            orphans = mtype == pytsk3.TSK_FS_META_TYPE_VIRT_DIR  # $OrphanFiles
+            return (int(meta.addr), rel + "/", deleted or orphans)
+        extra: dict[str, Any] = {"deleted": deleted, "fs": _tsk_times(meta)}
+        mtime = extra["fs"]["modified"]
+        if name_deleted and int(meta.flags) & pytsk3.TSK_FS_META_FLAG_ALLOC:
+            return Member(
+                full,
+                None,
+                mtime,
+                skipped="deleted; its metadata entry now belongs to another file",
+                extra={"deleted": True, "fs": {"inode": int(meta.addr)}},
+            )
+        if mtype == pytsk3.TSK_FS_META_TYPE_LNK:
+            return Member(full, None, mtime, skipped="symlink", extra=extra)
+        if mtype != pytsk3.TSK_FS_META_TYPE_REG:
+            return Member(full, None, mtime, skipped="special file", extra=extra)
+        size = int(meta.size)
+        ref = ImageRef(str(self.path), spec_json, int(meta.addr), size, vol.credentials)
+        return self.content(full, size, mtime, extra, ref, lambda: _tsk_all(f, size))
 
     def dfvfs_files(self, vol: _Volume, fs_spec: Any) -> Iterator[Member]:
         from dfvfs.resolver import resolver
@@ -558,7 +564,7 @@ class _ImageWalk:
         while stack:
             entry, prefix = stack.pop()
             try:
-                subs = sorted(entry.sub_file_entries, key=lambda e: e.name or "", reverse=True)
+                subs = sorted(entry.sub_file_entries, key=lambda e: e.name or "")
             except Exception as exc:
                 yield Member(
                     _join(vol.label, prefix) or "/",
@@ -566,35 +572,35 @@ class _ImageWalk:
                 )
                 continue
             subdirs: list[tuple[Any, str]] = []
-            for sub in reversed(subs):
+            for sub in subs:
                 rel = f"{prefix}{sub.name}"
-                full = _join(vol.label, rel)
-                if sub.IsDirectory():
-                    subdirs.append((sub, rel + "/"))
-                    continue
-                stat = sub.GetStatAttribute()
-                times = {
-                    "inode": getattr(stat, "inode_number", None),
-                    "created": _posix_time(sub.creation_time),
-                    "modified": _posix_time(sub.modification_time),
-                    "accessed": _posix_time(sub.access_time),
-                    "changed": _posix_time(sub.change_time),
-                }
-                extra = {"deleted": not sub.IsAllocated(), "fs": times}
-                if sub.IsLink():
-                    yield Member(full, None, times["modified"], skipped="symlink", extra=extra)
-                    continue
-                if not sub.IsFile():
-                    yield Member(full, None, times["modified"], skipped="special file", extra=extra)
-                    continue
-                size = int(sub.size or 0)
-                ref = ImageRef(
-                    str(self.path), _serialize(sub.path_spec), None, size, vol.credentials
-                )
-                yield self.content(
-                    full, size, times["modified"], extra, ref, lambda s=sub: _dfvfs_all(s)
-                )
+                try:
+                    if sub.IsDirectory():
+                        subdirs.append((sub, rel + "/"))
+                        continue
+                    found = self.dfvfs_entry(sub, _join(vol.label, rel), vol)
+                except Exception as exc:  # one odd entry costs its record, not the volume
+                    found = Member(_join(vol.label, rel), error=f"cannot read in the image: {exc}")
+                yield found
             stack.extend(reversed(subdirs))
+
+    def dfvfs_entry(self, sub: Any, full: str, vol: _Volume) -> Member:
+        stat = sub.GetStatAttribute()
+        times = {
+            "inode": getattr(stat, "inode_number", None),
+            "created": _posix_time(sub.creation_time),
+            "modified": _posix_time(sub.modification_time),
+            "accessed": _posix_time(sub.access_time),
+            "changed": _posix_time(sub.change_time),
+        }
+        extra = {"deleted": not sub.IsAllocated(), "fs": times}
+        if sub.IsLink():
+            return Member(full, None, times["modified"], skipped="symlink", extra=extra)
+        if not sub.IsFile():
+            return Member(full, None, times["modified"], skipped="special file", extra=extra)
+        size = int(sub.size or 0)
+        ref = ImageRef(str(self.path), _serialize(sub.path_spec), None, size, vol.credentials)
+        return self.content(full, size, times["modified"], extra, ref, lambda: _dfvfs_all(sub))
 
     def content(
         self,
@@ -628,7 +634,11 @@ class _ImageWalk:
             if isinstance(vol, Member):
                 yield vol
                 continue
-            yield from self.file_system(vol)
+            try:
+                yield from self.file_system(vol)
+            except Exception as exc:  # the other volumes are still walked
+                self.note(vol.label, error=f"volume not readable: {exc}")
+                yield Member(vol.label or "volume", error=f"volume not readable: {exc}")
         self.arc.info["image"] = self.info
         if self.kind == "ewf" and self.disk.verify:
             self.verify_ewf()
