@@ -630,6 +630,8 @@ class _ImageWalk:
             self.info["media_size"] = int(media.get_size())
         except Exception as exc:
             raise Unreadable(f"corrupt {self.kind} image: {exc}") from exc
+        if not self.info["media_size"]:
+            raise Unreadable(f"corrupt {self.kind} image: no media data")
         for vol in self.volumes(storage, "", ()):
             if isinstance(vol, Member):
                 yield vol

@@ -443,3 +443,26 @@ def test_file_systems_tsk_cannot_read_are_listed_through_dfvfs(
     # references through dfVFS's own back ends work too (x.bin is larger than inline_bytes)
     assert isinstance(entries["disk.dd!/p2/x.bin"].ref, ImageRef)
     assert entries["disk.dd!/p2/x.bin"].ref.inode is None
+
+
+def test_truncated_and_corrupt_images_become_records_not_crashes(tmp_path: Path) -> None:
+    fat = {"keep.bin": _noise(70, 9000)}
+    ext = {"x.bin": _noise(71, 20_000)}
+    p1 = fat_volume(tmp_path / "p1.raw", fat, size=4 * MiB)
+    p2 = ext_volume(tmp_path / "p2.raw", ext)
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    disk = partitioned(ev / "cut.dd", "dos", [p1, p2])
+    # the acquisition stopped just inside the second partition: its superblock is missing
+    with open(disk, "r+b") as f:
+        f.truncate(6 * MiB + 512)
+    (ev / "junk.E01").write_bytes(b"EVF\x09\x0d\x0a\xff\x00\x01\x01\x00" + _noise(72, 5000))
+    entries = _by_path(list(walk(ev)))
+    assert sha256(_content(entries["cut.dd!/p1/keep.bin"])) == sha256(fat["keep.bin"])
+    p2 = [e for p, e in entries.items() if p.startswith("cut.dd!/p2")]
+    assert [e.path for e in p2] == ["cut.dd!/p2"] and p2[0].error is not None
+    assert p2[0].error.startswith("file system not readable")
+    assert entries["cut.dd"].error is None
+    junk = entries["junk.E01"]
+    assert junk.archive_kind == "ewf" and junk.error is not None
+    assert junk.error.startswith("corrupt ewf")
