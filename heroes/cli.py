@@ -119,6 +119,10 @@ def triage(
         bool | None,
         typer.Option(help="Check E01 images against the hashes they store (default on)."),
     ] = None,
+    carve: Annotated[
+        bool | None,
+        typer.Option(help="Carve JPEG/PNG/MP4 from the unallocated space of forensic images."),
+    ] = None,
 ) -> None:
     """Ingest a seizure: discover, hash, match known hash sets, decode, run the models, score and
     rank every file. Runs as a Ray Data plan (embedded, or on a cluster with --address) or in a
@@ -162,6 +166,8 @@ def triage(
         disk_opts["shadow_copies"] = shadow_copies
     if verify_images is not None:
         disk_opts["verify"] = verify_images
+    if carve is not None:
+        disk_opts["carve"] = carve
     if disk_opts:
         settings = settings.model_copy(update={"disk": settings.disk.model_copy(update=disk_opts)})
     show = sys.stderr.isatty() if progress is None else progress

@@ -54,6 +54,11 @@ class DiskImageSettings(BaseModel):
     max_files: int = Field(
         50_000_000, gt=0, description="files listed per image (the archive member cap is lower)"
     )
+    carve: bool = Field(
+        False,
+        description="carve JPEG, PNG and MP4 files from the unallocated space of FAT, exFAT, "
+        "NTFS and ext volumes (reads all of that space)",
+    )
 
 
 class PdqSettings(BaseModel):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from heroes.config import DiskImageSettings
+from heroes.pipeline.carve import carve, free_ranges
 from heroes.pipeline.discover import Archive, Member, Unreadable, register_opener
 from heroes.pipeline.identify import DISK_IMAGE_KINDS
 
@@ -470,6 +471,7 @@ class _ImageWalk:
         except Exception as exc:
             raise _TskUnavailable from exc
         spec_json = _serialize(tsk_spec)
+        used: list[tuple[int, int]] | None = [] if self.disk.carve else None
         seen: set[int] = {root}
         stack: list[tuple[int, str, bool]] = [(root, "", False)]
         while stack:
@@ -487,6 +489,8 @@ class _ImageWalk:
                 continue
             subdirs: list[tuple[int, str, bool]] = []
             for f in listing:
+                if used is not None:
+                    _note_runs(f, fs_info.info.block_size, used)
                 try:
                     found = self.tsk_entry(f, prefix, in_deleted, vol, spec_json)
                 except Exception as exc:  # one odd entry costs its record, not the volume
@@ -499,6 +503,31 @@ class _ImageWalk:
                     seen.add(found[0])
                     subdirs.append(found)
             stack.extend(reversed(subdirs))
+        if used is not None:
+            total = int(fs_info.info.block_count) * int(fs_info.info.block_size)
+            yield from self.carved(vol, tsk_spec, free_ranges(used, total))
+
+    def carved(
+        self, vol: _Volume, tsk_spec: Any, ranges: list[tuple[int, int]]
+    ) -> Iterator[Member]:
+        """Files carved from the space no file (live or deleted) of the volume holds."""
+        from dfvfs.resolver import resolver
+
+        fobj = resolver.Resolver.OpenFileObject(tsk_spec.parent, resolver_context=self.ctx)
+
+        def read(offset: int, length: int) -> bytes:
+            fobj.seek(offset)
+            return bytes(fobj.read(length))
+
+        count = 0
+        for item in carve(read, ranges, self.arc.limits.max_member_bytes):
+            count += 1
+            name = _join(
+                vol.label, f"$Carved/{item.offset:012x}.{item.kind.replace('jpeg', 'jpg')}"
+            )
+            extra = {"deleted": True, "fs": {"inode": None, "carved": True, "offset": item.offset}}
+            yield Member(name, len(item.data), None, data=item.data, extra=extra)
+        self.note(vol.label, carved=count, unallocated_bytes=sum(b - a for a, b in ranges))
 
     def tsk_entry(
         self, f: Any, prefix: str, in_deleted: bool, vol: _Volume, spec_json: str
@@ -686,6 +715,23 @@ class _ImageWalk:
 
 class _TskUnavailable(Exception):
     pass
+
+
+def _note_runs(tsk_file: Any, block_size: int, used: list[tuple[int, int]]) -> None:
+    """Add the byte ranges a file's (or folder's) data runs hold to ``used``."""
+    import pytsk3
+
+    if getattr(tsk_file.info, "meta", None) is None:
+        return
+    skip = pytsk3.TSK_FS_ATTR_RUN_FLAG_SPARSE | pytsk3.TSK_FS_ATTR_RUN_FLAG_FILLER
+    try:
+        for attr in tsk_file:
+            for run in attr:
+                if int(run.flags) & int(skip) or not run.len:
+                    continue
+                used.append((int(run.addr) * block_size, int(run.len) * block_size))
+    except Exception:
+        return  # no runs to read (a resident or unreadable attribute): nothing to exclude
 
 
 def _tsk_times(meta: Any) -> dict[str, Any]:

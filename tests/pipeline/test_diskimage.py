@@ -466,3 +466,75 @@ def test_truncated_and_corrupt_images_become_records_not_crashes(tmp_path: Path)
     junk = entries["junk.E01"]
     assert junk.archive_kind == "ewf" and junk.error is not None
     assert junk.error.startswith("corrupt ewf")
+
+
+def _png(seed: int, size: int = 48) -> bytes:
+    import io
+
+    a = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_carving_finds_photos_and_videos_in_unallocated_space_once(tmp_path: Path) -> None:
+    from test_video import make_video
+
+    clip = make_video(seconds=2)
+    live, gone = _photo(80, 64), _photo(81, 64)
+    lost = {"jpeg": _photo(82, 300), "png": _png(83), "mp4": make_video(seconds=1, gop=5)}
+    raw = fat_volume(
+        tmp_path / "v.raw",
+        {"live.jpg": live, "gone.jpg": gone, "clip.mp4": clip},
+        deleted=("gone.jpg",),
+    )
+    # files whose names and metadata are gone: only their bytes remain, in free clusters
+    with open(raw, "r+b") as f:
+        for k, data in enumerate(lost.values()):
+            f.seek((5 + k) * MiB + 77 * k)
+            f.write(data)
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    image = e01(raw, ev / "disk")
+    rows, summary = _triage_rows(
+        image, tmp_path / "case", disk=DiskImageSettings(carve=True, inline_bytes=16 * 1024)
+    )
+    carved = {r["sha256"]: r for r in rows.values() if (r["fs"] or {}).get("carved")}
+    assert set(carved) == {sha256(d) for d in lost.values()}
+    for kind, data in lost.items():
+        r = carved[sha256(data)]
+        assert r["path"].startswith("disk.E01!/$Carved/") and r["deleted"] is True
+        assert r["status"] == "ok" and r["fs"]["offset"] > 0
+        assert r["media_type"] == ("video" if kind == "mp4" else "image")
+    # live and deleted files are not carved again
+    assert sum(r["sha256"] == sha256(gone) for r in rows.values()) == 1
+    assert sum(r["sha256"] == sha256(live) for r in rows.values()) == 1
+    # a video larger than inline_bytes, decoded through its stream inside the image
+    video = rows["disk.E01!/clip.mp4"]
+    assert video["status"] == "ok" and video["media_type"] == "video"
+    assert video["video"]["keyframes"] and video["video"]["duration"] == pytest.approx(2, abs=0.3)
+    assert rows["disk.E01"]["image"]["volumes"][0]["carved"] == 3
+    assert summary["errors"] == {}
+
+
+def test_carving_keeps_complete_structures_only_across_window_edges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from heroes.pipeline import carve as carving
+
+    monkeypatch.setattr(carving, "_WINDOW", 4096)
+    whole, cut = _photo(90, 120), _photo(91, 120)
+    space = bytearray(_noise(92, 60_000))
+    space[4090 : 4090 + len(whole)] = whole  # its signature straddles the first window edge
+    at_cut = 4090 + len(whole) + 1000
+    space[at_cut : at_cut + len(cut) - 50] = cut[:-50]  # no end-of-image marker
+    space = bytes(space)
+
+    def read(offset: int, length: int) -> bytes:
+        return space[offset : offset + length]
+
+    found = list(carving.carve(read, [(0, len(space))], cap=1 * MiB))
+    assert [(c.offset, c.kind, c.data) for c in found] == [(4090, "jpeg", whole)]
+    # a cap smaller than the file: not carved rather than cut
+    assert list(carving.carve(read, [(0, len(space))], cap=len(whole) - 1)) == []
+    assert carving.free_ranges([(10, 5), (12, 10), (40, 10)], 60) == [(0, 10), (22, 40), (50, 60)]
