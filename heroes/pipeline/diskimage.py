@@ -111,10 +111,6 @@ class ImageRef:
             raise OSError(f"cannot open file in the image: {exc}") from exc
         return io.BufferedReader(_DfvfsRaw(fobj, self.size), _CHUNK)
 
-    def __str__(self) -> str:
-        where = f"inode {self.inode}" if self.inode is not None else "file"
-        return f"{self.image} ({where})"
-
 
 class _TskRaw(io.RawIOBase):
     """The default data attribute of a pytsk3 file as a raw stream (reads at an offset)."""
@@ -253,14 +249,10 @@ def _posix_time(value: Any) -> float | None:
             return None
         return float(sec) + (nano or 0) / 1e9
     try:
-        stamp = value.CopyToPosixTimestampWithFractionOfSecond()
-    except Exception:
+        micros = value.GetPlasoTimestamp()  # POSIX microseconds, whatever the precision
+    except (ValueError, AttributeError, OverflowError):
         return None
-    if stamp is None or stamp[0] is None:
-        return None
-    seconds, fraction = stamp
-    precision = 10 ** len(str(fraction)) if fraction else 1
-    return float(seconds) + (fraction or 0) / precision
+    return None if micros is None else micros / 1e6
 
 
 @dataclass(slots=True)
