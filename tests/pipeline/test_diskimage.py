@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,8 @@ def test_e01_of_a_fat_volume_accounts_for_every_file_deleted_included(
         e = entries[f"disk.E01!/{name}"]
         assert e.extra is not None and e.extra["deleted"] is False
         assert e.extra["fs"]["inode"] > 0 and e.extra["fs"]["modified"] is not None
+        # written minutes ago (FAT keeps local time: a day either way covers any zone)
+        assert abs(e.extra["fs"]["modified"] - time.time()) < 2 * 86400
         assert e.depth == 1 and e.container == "disk.E01"
     img = entries["disk.E01"]
     assert img.archive_kind == "ewf" and img.error is None and img.members == 4
