@@ -548,3 +548,38 @@ def test_carving_keeps_complete_structures_only_across_window_edges(
     # a cap smaller than the file: not carved rather than cut
     assert list(carving.carve(read, [(0, len(space))], cap=len(whole) - 1)) == []
     assert carving.free_ranges([(10, 5), (12, 10), (40, 10)], 60) == [(0, 10), (22, 40), (50, 60)]
+
+
+def test_cli_triage_of_an_e01_leaves_it_untouched_and_never_stores_the_key(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from heroes.cli import app
+
+    p1 = fat_volume(tmp_path / "p1.raw", {"DCIM/a.jpg": _photo(100, 96)}, size=4 * MiB)
+    p2 = luks_volume(tmp_path / "p2.raw", "tr0ub4dor&3", size=4 * MiB)
+    disk = partitioned(tmp_path / "disk.raw", "gpt", [p1, p2])
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    image = e01(disk, ev / "laptop")
+    before = (sha256(image.read_bytes()), image.stat().st_mtime_ns)
+    case = tmp_path / "case"
+    args = ["triage", str(image), "--case", str(case), "--engine", "local", "--no-models"]
+    result = CliRunner().invoke(app, [*args, "--json", "--volume-key", "tr0ub4dor&3", "--carve"])
+    assert result.exit_code == 0, result.output
+    # the summary counts reasons of skipped records too: only the unlocked, empty volume
+    assert json.loads(result.stdout)["errors"] == {
+        "no file system recognised in this volume (unallocated or unknown)": 1
+    }
+    out = tmp_path / "items.jsonl"
+    exported = CliRunner().invoke(app, ["export", str(case), "--format", "jsonl", "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    rows = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["laptop.E01!/p1/DCIM/a.jpg"]["sha256"] == sha256(_photo(100, 96))
+    vols = {v["label"]: v for v in rows["laptop.E01"]["image"]["volumes"]}
+    assert vols["p2"]["encryption"] == "LUKS" and vols["p2"]["unlocked"] is True
+    assert rows["laptop.E01!/p2"]["status"] == "skipped"  # unlocked, but random bytes inside
+    assert rows["laptop.E01"]["image"]["verified"] is True
+    assert (sha256(image.read_bytes()), image.stat().st_mtime_ns) == before
+    for f in case.rglob("*"):
+        if f.is_file():
+            assert b"tr0ub4dor" not in f.read_bytes(), f
