@@ -170,7 +170,10 @@ class _DfvfsRaw(io.RawIOBase):
         return int(self._f.get_offset())
 
     def readinto(self, b: Any) -> int:
-        data = self._f.read(len(b))
+        try:
+            data = self._f.read(len(b))
+        except Exception as exc:  # dfVFS back ends raise their own errors
+            raise OSError(f"cannot read in the image: {exc}") from exc
         if not data:
             return 0
         b[: len(data)] = data
