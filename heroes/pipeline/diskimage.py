@@ -89,6 +89,8 @@ class ImageRef:
     inode: int | None
     size: int
     credentials: tuple[tuple[str, str, str], ...] = ()
+    #: (attribute type, attribute id) of a named stream (an NTFS alternate data stream)
+    attr: tuple[int, int] | None = None
 
     def open_stream(self) -> BinaryIO:
         """A seekable read-only stream of the file's content."""
@@ -99,7 +101,7 @@ class ImageRef:
                 tsk_file = fs_info.open_meta(inode=self.inode)
             except OSError as exc:
                 raise OSError(f"cannot open inode {self.inode} in the image: {exc}") from exc
-            return io.BufferedReader(_TskRaw(tsk_file, self.size), _CHUNK)
+            return io.BufferedReader(_TskRaw(tsk_file, self.size, self.attr), _CHUNK)
         from dfvfs.resolver import resolver
 
         ctx = _thread_context()
@@ -115,10 +117,11 @@ class ImageRef:
 class _TskRaw(io.RawIOBase):
     """The default data attribute of a pytsk3 file as a raw stream (reads at an offset)."""
 
-    def __init__(self, tsk_file: Any, size: int) -> None:
+    def __init__(self, tsk_file: Any, size: int, attr: tuple[int, int] | None = None) -> None:
         self._f = tsk_file
         self._size = size
         self._pos = 0
+        self._attr = attr
 
     def readable(self) -> bool:
         return True
@@ -139,7 +142,10 @@ class _TskRaw(io.RawIOBase):
         if n <= 0:
             return 0
         try:
-            data = self._f.read_random(self._pos, n)
+            if self._attr is None:
+                data = self._f.read_random(self._pos, n)
+            else:
+                data = self._f.read_random(self._pos, n, *self._attr)
         except OSError as exc:
             raise OSError(f"cannot read at offset {self._pos} in the image: {exc}") from exc
         if not data:
@@ -448,13 +454,15 @@ class _ImageWalk:
         if fs_type in _TSK_FILE_SYSTEMS:
             tsk_spec = factory.Factory.NewPathSpec("TSK", location="/", parent=fs_spec.parent)
             try:
-                yield from self.tsk_files(vol, tsk_spec)
+                yield from self.tsk_files(vol, tsk_spec, streams=fs_type == "NTFS")
                 return
             except _TskUnavailable:
                 pass  # The Sleuth Kit cannot read this one: dfVFS's own back end lists it
         yield from self.dfvfs_files(vol, fs_spec)
 
-    def tsk_files(self, vol: _Volume, tsk_spec: Any) -> Iterator[Member]:
+    def tsk_files(self, vol: _Volume, tsk_spec: Any, *, streams: bool = False) -> Iterator[Member]:
+        """Every file of a volume The Sleuth Kit reads, deleted ones included; with ``streams``
+        (NTFS) also each named data stream, as ``name:stream``."""
         from dfvfs.resolver import resolver
 
         _set_credentials(vol.credentials)
@@ -494,6 +502,8 @@ class _ImageWalk:
                     found = Member(name or "?", error=f"cannot read in the image: {exc}")
                 if isinstance(found, Member):
                     yield found
+                    if streams and found.error is None and found.skipped is None:
+                        yield from self.named_streams(f, found, vol, spec_json)
                 elif found is not None and found[0] not in seen:
                     seen.add(found[0])
                     subdirs.append(found)
@@ -523,6 +533,26 @@ class _ImageWalk:
             extra = {"deleted": True, "fs": {"inode": None, "carved": True, "offset": item.offset}}
             yield Member(name, len(item.data), None, data=item.data, extra=extra)
         self.note(vol.label, carved=count, unallocated_bytes=sum(b - a for a, b in ranges))
+
+    def named_streams(
+        self, f: Any, member: Member, vol: _Volume, spec_json: str
+    ) -> Iterator[Member]:
+        """NTFS alternate data streams of a file: content a file's name does not show."""
+        import pytsk3
+
+        inode = int(f.info.meta.addr)
+        for attr in f:
+            raw = attr.info.name
+            if int(attr.info.type) != int(pytsk3.TSK_FS_ATTR_TYPE_NTFS_DATA) or not raw:
+                continue
+            name = f"{member.name}:{raw.decode('utf-8', 'backslashreplace')}"
+            size, key = int(attr.info.size), (int(attr.info.type), int(attr.info.id))
+            ref = ImageRef(str(self.path), spec_json, inode, size, vol.credentials, key)
+            extra = {**(member.extra or {}), "fs": {**(member.extra or {}).get("fs", {})}}
+            extra["fs"]["stream"] = raw.decode("utf-8", "backslashreplace")
+            yield self.content(
+                name, size, member.mtime, extra, ref, lambda k=key, n=size: _tsk_all(f, n, k)
+            )
 
     def tsk_entry(
         self, f: Any, prefix: str, in_deleted: bool, vol: _Volume, spec_json: str
@@ -742,11 +772,12 @@ def _tsk_times(meta: Any) -> dict[str, Any]:
     }
 
 
-def _tsk_all(tsk_file: Any, size: int) -> bytes:
+def _tsk_all(tsk_file: Any, size: int, attr: tuple[int, int] | None = None) -> bytes:
     parts: list[bytes] = []
     pos = 0
     while pos < size:
-        data = tsk_file.read_random(pos, min(_CHUNK, size - pos))
+        n = min(_CHUNK, size - pos)
+        data = tsk_file.read_random(pos, n) if attr is None else tsk_file.read_random(pos, n, *attr)
         if not data:
             raise OSError(f"short read at offset {pos} of {size}")
         parts.append(data)

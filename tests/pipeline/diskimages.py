@@ -66,7 +66,8 @@ def ext_volume(
 
 
 def ntfs_volume(path: Path, files: dict[str, bytes], *, size: int = 16 * MiB) -> Path:
-    """An NTFS volume with ``files`` at its root, written with ntfscp (no mount)."""
+    """An NTFS volume with ``files`` at its root, written with ntfscp (no mount); a name
+    ``file:stream`` writes an alternate data stream of ``file``."""
     _blank(path, size)
     run("mkntfs", "-q", "-F", "-f", path)
     staging = path.with_suffix(".staging")
@@ -74,7 +75,11 @@ def ntfs_volume(path: Path, files: dict[str, bytes], *, size: int = 16 * MiB) ->
     for name, data in files.items():
         src = staging / sha256(data)
         src.write_bytes(data)
-        run("ntfscp", "-q", path, src, name)
+        base, _, stream = name.partition(":")
+        if stream:
+            run("ntfscp", "-q", "-N", stream, path, src, base)
+        else:
+            run("ntfscp", "-q", path, src, name)
     return path
 
 

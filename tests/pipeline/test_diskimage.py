@@ -163,7 +163,8 @@ def test_raw_disk_with_a_partition_table_holds_two_file_systems(tmp_path: Path, 
 @pytest.fixture(scope="module")
 def ntfs_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("ntfs")
-    return ntfs_volume(d / "ntfs.raw", {"n.bin": _noise(12, 9000), "pic.jpg": _photo(13, 96)})
+    files = {"n.bin": _noise(12, 9000), "pic.jpg": _photo(13, 96), "n.bin:hidden": _photo(14, 64)}
+    return ntfs_volume(d / "ntfs.raw", files)
 
 
 @pytest.mark.parametrize(
@@ -185,6 +186,14 @@ def test_virtual_disks_of_an_ntfs_volume_are_walked(
     assert sha256(_content(entries[f"{name}!/pic.jpg"])) == sha256(_photo(13, 96))
     # NTFS's own metadata files are files of the volume and get records too
     assert f"{name}!/$MFT" in entries
+    # an alternate data stream is content of its own, named after its file
+    stream = entries[f"{name}!/n.bin:hidden"]
+    assert sha256(_content(stream)) == sha256(_photo(14, 64))
+    assert stream.extra is not None and stream.extra["fs"]["stream"] == "hidden"
+    by_ref = _by_path(list(walk(disk, disk=DiskImageSettings(inline_bytes=100))))
+    for path, data in ((f"{name}!/n.bin:hidden", _photo(14, 64)), (f"{name}!/n.bin", None)):
+        assert by_ref[path].ref is not None
+        assert _content(by_ref[path]) == (data or _noise(12, 9000))
 
 
 def test_encrypted_volume_is_skipped_naming_luks_unless_its_key_is_given(tmp_path: Path) -> None:
