@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ _STORAGE_TYPES = {
     "vmdk": "VMDK",
     "qcow": "QCOW",
 }
+#: the first segment of a split raw image (``disk.001``, ``disk.raw.000``, ``xaa``)
+_SPLIT_RAW = re.compile(r"(\.(000|001|aa)|^xaa)$", re.IGNORECASE)
 _ENCRYPTION_NAMES = {
     "BDE": "BitLocker",
     "LUKSDE": "LUKS",
@@ -230,6 +233,10 @@ def _serialize(spec: Any) -> str:
 
 
 def _deserialize(text: str) -> Any:
+    # every path specification type must be registered first: dfvfs.path registers most, and
+    # the resolver helpers the rest (LUKSDE is registered only by its file system module)
+    import dfvfs.resolver_helpers  # noqa: F401
+    from dfvfs.path import luksde_path_spec  # noqa: F401
     from dfvfs.serializer.json_serializer import JsonPathSpecSerializer
 
     return JsonPathSpecSerializer.ReadSerialized(text)
@@ -238,6 +245,7 @@ def _deserialize(text: str) -> Any:
 def _set_credentials(credentials: tuple[tuple[str, str, str], ...]) -> None:
     if not credentials:
         return
+    import dfvfs.credentials  # noqa: F401  (registers the credential types: BDE, LUKSDE, ...)
     from dfvfs.resolver import resolver
 
     for spec_json, ident, key in credentials:
@@ -295,6 +303,10 @@ class _ImageWalk:
         os_spec = factory.Factory.NewPathSpec(
             definitions.TYPE_INDICATOR_OS, location=str(self.path)
         )
+        if self.kind == "raw" and not _SPLIT_RAW.search(self.path.name):
+            # one file is the whole image: read it as it is (dfVFS's RAW layer only knows the
+            # names of split images, and refuses a name like ``sdb`` or ``usb.bin``)
+            return os_spec
         return factory.Factory.NewPathSpec(_STORAGE_TYPES[self.kind], parent=os_spec)
 
     def volumes(self, spec: Any, label: str, creds: tuple[Any, ...]) -> Iterator[_Volume | Member]:

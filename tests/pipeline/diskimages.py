@@ -134,3 +134,43 @@ def luks_volume(path: Path, passphrase: str, *, size: int = 8 * MiB) -> Path:
         stdin=passphrase.encode(),
     )
     return path
+
+
+def luks_holding(path: Path, volume: Path, passphrase: str) -> Path:
+    """A LUKS1 (aes-xts-plain64) container whose payload is ``volume`` encrypted with the
+    container's own master key, written without dm-crypt: the master key is read back with
+    ``cryptsetup luksDump --dump-master-key`` and the sectors encrypted here (XTS over AES-ECB)."""
+    from Cryptodome.Cipher import AES
+
+    plain = volume.read_bytes()
+    luks_volume(path, passphrase, size=len(plain) + 4 * MiB)
+    dump = subprocess.run(
+        ["cryptsetup", "luksDump", "--dump-master-key", "--key-file", "-", "-q", str(path)],
+        check=True,
+        capture_output=True,
+        input=passphrase.encode(),
+    ).stdout.decode()
+    assert "xts-plain64" in dump
+    payload = int(dump.split("Payload offset:")[1].split()[0])
+    hex_key = dump.split("MK dump:")[1].split("\n\n")[0]
+    key = bytes.fromhex("".join(hex_key.split()))
+    half = len(key) // 2
+    data_cipher, tweak_cipher = AES.new(key[:half], AES.MODE_ECB), AES.new(key[half:], AES.MODE_ECB)
+    out = bytearray()
+    for sector in range(len(plain) // SECTOR):
+        tweak = int.from_bytes(tweak_cipher.encrypt(sector.to_bytes(16, "little")), "little")
+        pads = []
+        for _ in range(SECTOR // 16):
+            pads.append(tweak.to_bytes(16, "little"))
+            tweak <<= 1
+            if tweak >> 128:
+                tweak = (tweak & ((1 << 128) - 1)) ^ 0x87
+        pad = b"".join(pads)
+        block = plain[sector * SECTOR : (sector + 1) * SECTOR]
+        mixed = bytes(a ^ b for a, b in zip(block, pad, strict=True))
+        enc = data_cipher.encrypt(mixed)
+        out += bytes(a ^ b for a, b in zip(enc, pad, strict=True))
+    with open(path, "r+b") as f:
+        f.seek(payload * SECTOR)
+        f.write(out)
+    return path

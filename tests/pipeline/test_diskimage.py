@@ -269,8 +269,12 @@ def _triage_rows(
 
 
 def test_triage_of_a_folder_with_an_image_writes_deleted_fs_and_image_fields(
-    tmp_path: Path, fat_e01: tuple[Path, Path]
+    tmp_path: Path, fat_e01: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from heroes.pipeline import runner
+
+    # files past KEEP_BYTES go to the decode processes as references, not bytes
+    monkeypatch.setattr(runner, "KEEP_BYTES", 256 * 1024)
     image, _raw = fat_e01
     ev = tmp_path / "seizure"
     ev.mkdir()
@@ -592,3 +596,33 @@ def test_cli_triage_of_an_e01_leaves_it_untouched_and_never_stores_the_key(tmp_p
     for f in case.rglob("*"):
         if f.is_file():
             assert b"tr0ub4dor" not in f.read_bytes(), f
+
+
+def test_files_inside_a_luks_volume_are_read_with_its_key_in_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diskimages import luks_holding
+
+    from heroes.pipeline import runner
+
+    # files past KEEP_BYTES go to the decode processes as references, not bytes
+    monkeypatch.setattr(runner, "KEEP_BYTES", 1024)
+
+    big, small = _photo(110, 700), b"notes inside\n"
+    inner = fat_volume(tmp_path / "inner.raw", {"DCIM/big.jpg": big, "notes.txt": small})
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    # no extension: a raw image is recognised by its content, whatever its name
+    luks_holding(ev / "sdb", inner, "hunter2")
+    rows, summary = _triage_rows(
+        ev / "sdb",
+        tmp_path / "case",
+        disk=DiskImageSettings(keys=["wrong", "hunter2"], inline_bytes=64 * 1024),
+    )
+    assert summary["errors"] == {}, [r["error"] for r in rows.values()]
+    # decoded in a worker process that reopened the volume with the key from the reference
+    assert rows["sdb!/DCIM/big.jpg"]["sha256"] == sha256(big) and len(big) > 64 * 1024
+    assert rows["sdb!/DCIM/big.jpg"]["width"] == 700 and rows["sdb!/DCIM/big.jpg"]["pdq"]
+    assert rows["sdb!/notes.txt"]["sha256"] == sha256(small)
+    vol = rows["sdb"]["image"]["volumes"][0]
+    assert vol == {"label": "", "encryption": "LUKS", "unlocked": True, "file_system": "FAT"}
