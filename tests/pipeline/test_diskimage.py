@@ -626,3 +626,19 @@ def test_files_inside_a_luks_volume_are_read_with_its_key_in_every_worker(
     assert rows["sdb!/notes.txt"]["sha256"] == sha256(small)
     vol = rows["sdb"]["image"]["volumes"][0]
     assert vol == {"label": "", "encryption": "LUKS", "unlocked": True, "file_system": "FAT"}
+
+
+def test_split_raw_image_is_joined_from_its_first_segment(tmp_path: Path) -> None:
+    data = _noise(120, 3 * MiB)
+    raw = fat_volume(tmp_path / "v.raw", {"big.bin": data}, size=8 * MiB)
+    whole = raw.read_bytes()
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    half = len(whole) // 2
+    (ev / "usb.001").write_bytes(whole[:half])
+    (ev / "usb.002").write_bytes(whole[half:])
+    entries = _by_path(list(walk(ev)))
+    assert sha256(_content(entries["usb.001!/big.bin"])) == sha256(data)
+    assert entries["usb.001"].extra["image"]["media_size"] == len(whole)  # type: ignore[index]
+    # the second segment is a file of its own (hashed), not an image
+    assert entries["usb.002"].archive_kind is None and entries["usb.002"].error is None
