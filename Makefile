@@ -19,6 +19,9 @@ DEB_PACKAGES += hashdeep postgresql
 DEB_PACKAGES += libimage-exiftool-perl
 # Chromium (the report and web page tests open pages headless); Pango (WeasyPrint's PDF reports)
 DEB_PACKAGES += chromium libpangoft2-1.0-0
+# the tools the forensic image tests build their images with, without mounting anything (file
+# systems, partition tables, E01, VHD/VMDK/QCOW2, LUKS)
+DEB_PACKAGES += dosfstools mtools e2fsprogs ntfs-3g fdisk ewf-tools qemu-utils cryptsetup-bin
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \

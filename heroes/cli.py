@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -103,6 +104,26 @@ def triage(
         str | None,
         typer.Option(help="fused (one CPU stage) or split (CPU decode, GPU models); default auto."),
     ] = None,
+    volume_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--volume-key",
+            help="Password, BitLocker recovery password or LUKS passphrase tried on encrypted "
+            "volumes of forensic images (repeatable; never stored in the case).",
+        ),
+    ] = None,
+    shadow_copies: Annotated[
+        bool | None,
+        typer.Option(help="Walk Volume Shadow Copies of forensic images (always listed)."),
+    ] = None,
+    verify_images: Annotated[
+        bool | None,
+        typer.Option(help="Check E01 images against the hashes they store (default on)."),
+    ] = None,
+    carve: Annotated[
+        bool | None,
+        typer.Option(help="Carve JPEG/PNG/MP4 from the unallocated space of forensic images."),
+    ] = None,
 ) -> None:
     """Ingest a seizure: discover, hash, match known hash sets, decode, run the models, score and
     rank every file. Runs as a Ray Data plan (embedded, or on a cluster with --address) or in a
@@ -139,6 +160,17 @@ def triage(
     }
     if ray_opts:
         settings = settings.model_copy(update={"ray": settings.ray.model_copy(update=ray_opts)})
+    disk_opts: dict[str, object] = {}
+    if volume_key:
+        disk_opts["keys"] = [*settings.disk.keys, *(SecretStr(k) for k in volume_key)]
+    if shadow_copies is not None:
+        disk_opts["shadow_copies"] = shadow_copies
+    if verify_images is not None:
+        disk_opts["verify"] = verify_images
+    if carve is not None:
+        disk_opts["carve"] = carve
+    if disk_opts:
+        settings = settings.model_copy(update={"disk": settings.disk.model_copy(update=disk_opts)})
     show = sys.stderr.isatty() if progress is None else progress
     try:
         summary = run_triage(

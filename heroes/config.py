@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -34,6 +34,34 @@ class Limits(BaseModel):
     )
     max_frames: int = Field(2_000, gt=0, description="frames kept per video")
     max_video_seconds: float = Field(4 * 3600.0, gt=0, description="video time decoded per file")
+
+
+class DiskImageSettings(BaseModel):
+    """How forensic images (E01, raw/dd, VHD/VHDX, VMDK, QCOW2) are opened and walked."""
+
+    #: passwords, BitLocker recovery passwords or LUKS passphrases tried on encrypted volumes;
+    #: never written to the case (excluded from the run's recorded settings)
+    keys: list[SecretStr] = Field(default_factory=list, exclude=True)
+    shadow_copies: bool = Field(
+        False, description="walk Volume Shadow Copies too (they are always listed)"
+    )
+    verify: bool = Field(
+        True, description="read the whole image once to check it against the hashes it stores"
+    )
+    inline_bytes: int = Field(
+        16 * MiB,
+        gt=0,
+        description="files of an image up to this size travel as bytes; larger ones as a "
+        "reference that the worker reopens (never copied)",
+    )
+    max_files: int = Field(
+        50_000_000, gt=0, description="files listed per image (the archive member cap is lower)"
+    )
+    carve: bool = Field(
+        False,
+        description="carve JPEG, PNG and MP4 files from the unallocated space of FAT, exFAT, "
+        "NTFS and ext volumes (reads all of that space)",
+    )
 
 
 class PdqSettings(BaseModel):
@@ -147,6 +175,7 @@ class Settings(BaseSettings):
     )
     ray: RaySettings = Field(default_factory=RaySettings)
     limits: Limits = Field(default_factory=Limits)
+    disk: DiskImageSettings = Field(default_factory=DiskImageSettings)
     pdq: PdqSettings = Field(default_factory=PdqSettings)
     scoring: ScoringWeights = Field(default_factory=ScoringWeights)
 

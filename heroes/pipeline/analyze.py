@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, open_evidence
+from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, StreamSource, open_source
 from heroes.pipeline.infer import Analyzer, InferOptions, summarise
 from heroes.store.db import encode_vector
 
@@ -104,7 +104,7 @@ class Decoded:
 
 
 def analyze_media(
-    media_type: str, data: bytes | None, fs_path: str | None, opts: AnalyzeOptions
+    media_type: str, data: bytes | None, fs_path: str | StreamSource | None, opts: AnalyzeOptions
 ) -> dict[str, Any]:
     """Decode one image or video, run the models on it, and return the record fields it fills.
 
@@ -127,7 +127,7 @@ def infer_decoded(dec: Decoded, opts: AnalyzeOptions) -> dict[str, Any]:
 
 
 def decode_media(
-    media_type: str, data: bytes | None, fs_path: str | None, opts: AnalyzeOptions
+    media_type: str, data: bytes | None, fs_path: str | StreamSource | None, opts: AnalyzeOptions
 ) -> Decoded:
     """Decode one image or video: record fields, plus working-size frames when models run."""
     from heroes.pipeline.decode import DecodeError, ImageAnalysis, analyze_image
@@ -140,7 +140,7 @@ def decode_media(
         if media_type == MEDIA_IMAGE:
             if data is None:
                 assert fs_path is not None
-                with open_evidence(Path(fs_path)) as f:
+                with open_source(fs_path) as f:
                     data = f.read()
             keep = opts.models is not None
             img = analyze_image(
@@ -164,7 +164,13 @@ def decode_media(
                 return Decoded(out, [img.pixels], [None], img.width / img.pixels.shape[1])
             return Decoded(out, [], [])
         if media_type == MEDIA_VIDEO:
-            source: bytes | Path = data if data is not None else Path(str(fs_path))
+            source: bytes | Path | StreamSource = (
+                data
+                if data is not None
+                else fs_path
+                if isinstance(fs_path, StreamSource)
+                else Path(str(fs_path))
+            )
             vid = analyze_video(
                 source,
                 interval=opts.keyframe_interval,

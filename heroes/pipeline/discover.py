@@ -23,17 +23,17 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import py7zr
 import py7zr.exceptions
 import py7zr.helpers
 import py7zr.io
 
-from heroes.config import Limits, MiB, get_settings
-from heroes.pipeline.identify import SNIFF_BYTES, sniff
+from heroes.config import DiskImageSettings, Limits, MiB, get_settings
+from heroes.pipeline.identify import SNIFF_BYTES, StreamSource, sniff
 
 __all__ = [
     "OPENERS",
@@ -44,6 +44,7 @@ __all__ = [
     "Member",
     "Opener",
     "Unreadable",
+    "content_source",
     "register_opener",
     "walk",
 ]
@@ -76,6 +77,10 @@ class Entry:
     skipped: str | None = None
     archive_kind: str | None = None
     members: int | None = None
+    #: a file inside a forensic image too large to travel as bytes: reopened where it is read
+    ref: StreamSource | None = None
+    #: record fields a container adds (``deleted``, ``fs``, ``image``; see docs/records.md)
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +96,8 @@ class Member:
     data: bytes | None = None
     error: str | None = None
     skipped: str | None = None
+    ref: StreamSource | None = None
+    extra: dict[str, Any] | None = None
 
 
 class Unreadable(Exception):
@@ -140,6 +147,11 @@ class Archive:
     packed_size: int
     limits: Limits
     budget: Budget
+    #: the container's path on disk (depth 0 only): what disk-image openers open
+    fs_path: Path | None = None
+    disk: DiskImageSettings | None = None
+    #: record fields the opener sets on the container's own entry (``Entry.extra``)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 Opener = Callable[[Archive], Iterator[Member]]
@@ -694,18 +706,37 @@ OPENERS: dict[str, Opener] = {
 }
 
 
-def register_opener(kind: str, opener: Opener) -> None:
-    """Make the walker open containers of ``kind`` with ``opener`` (replacing any existing one)."""
+#: kind -> members allowed per container, for containers (disk images) that hold more files than
+#: ``Limits.max_members`` allows an archive
+MEMBER_CAPS: dict[str, Callable[[DiskImageSettings | None], int]] = {}
+
+
+def register_opener(
+    kind: str,
+    opener: Opener,
+    *,
+    member_cap: Callable[[DiskImageSettings | None], int] | None = None,
+) -> None:
+    """Make the walker open containers of ``kind`` with ``opener`` (replacing any existing one);
+    ``member_cap`` replaces ``Limits.max_members`` for them."""
     OPENERS[kind] = opener
+    if member_cap is not None:
+        MEMBER_CAPS[kind] = member_cap
 
 
 # --- the walk ------------------------------------------------------------------------------------
 
 
 class _Walker:
-    def __init__(self, limits: Limits, skip_archive: Callable[[Entry], bool] | None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        skip_archive: Callable[[Entry], bool] | None,
+        disk: DiskImageSettings | None = None,
+    ) -> None:
         self.limits = limits
         self.skip_archive = skip_archive
+        self.disk = disk
 
     def descend(self, entry: Entry, stream: BinaryIO, packed: int) -> Iterator[Entry]:
         """Yield the members of archive ``entry``, recursively; set its ``members``, ``error``."""
@@ -727,7 +758,11 @@ class _Walker:
             packed,
             self.limits,
             Budget(self.limits, packed, label),
+            fs_path=entry.fs_path if entry.depth == 0 else None,
+            disk=self.disk,
         )
+        cap_of = MEMBER_CAPS.get(kind)
+        max_members = cap_of(self.disk) if cap_of is not None else self.limits.max_members
         members = opener(arc)
         count = 0
         try:
@@ -739,8 +774,8 @@ class _Walker:
                 except Exception as exc:
                     entry.error = _describe(kind, exc)
                     break
-                if count >= self.limits.max_members:
-                    entry.error = f"too many members: > {self.limits.max_members}"
+                if count >= max_members:
+                    entry.error = f"too many members: > {max_members}"
                     break
                 count += 1
                 yield from self.member(entry, member)
@@ -748,6 +783,8 @@ class _Walker:
             if isinstance(members, Generator):
                 members.close()
             entry.members = count
+            if arc.info:
+                entry.extra = {**(entry.extra or {}), **arc.info}
 
     def member(self, parent: Entry, member: Member) -> Iterator[Entry]:
         entry = Entry(
@@ -759,13 +796,35 @@ class _Walker:
             container=parent.path,
             error=member.error,
             skipped=member.skipped,
+            ref=member.ref,
+            extra=member.extra,
         )
         data = member.data
         if data is not None and member.error is None:
             entry.archive_kind = sniff(data[:SNIFF_BYTES]).archive_kind
             if entry.archive_kind is not None:
                 yield from self.descend(entry, io.BytesIO(data), len(data))
+        elif member.ref is not None and member.error is None:
+            yield from self.referenced(entry, member.ref)
         yield entry
+
+    def referenced(self, entry: Entry, ref: StreamSource) -> Iterator[Entry]:
+        """Open an archive that is too large to travel as bytes through its reference."""
+        try:
+            stream = ref.open_stream()
+        except OSError as exc:
+            entry.error = _os_reason(exc)
+            return
+        with stream:
+            try:
+                head = _read_upto(stream, SNIFF_BYTES)
+                stream.seek(0)
+            except OSError as exc:
+                entry.error = _os_reason(exc)
+                return
+            entry.archive_kind = sniff(head).archive_kind
+            if entry.archive_kind is not None:
+                yield from self.descend(entry, stream, entry.size or 0)
 
     def file(self, rel: str, full: Path, st: os.stat_result) -> Iterator[Entry]:
         entry = Entry(path=rel, size=st.st_size, mtime=st.st_mtime, depth=0, fs_path=full)
@@ -914,11 +973,20 @@ def _special_reason(path: Path, mode: int) -> str:
     return "special file"
 
 
+def content_source(entry: Entry) -> str | StreamSource | None:
+    """Where a reader gets an entry's content when ``entry.data`` is not loaded: its path on
+    disk, or the reference to a file inside a forensic image; picklable either way."""
+    if entry.fs_path is not None:
+        return str(entry.fs_path)
+    return entry.ref
+
+
 def walk(
     root: Path,
     limits: Limits | None = None,
     *,
     skip_archive: Callable[[Entry], bool] | None = None,
+    disk: DiskImageSettings | None = None,
 ) -> Iterator[Entry]:
     """Yield one :class:`Entry` per file and archive member under ``root``; nothing is written.
 
@@ -926,6 +994,8 @@ def walk(
     members it had and why its walk stopped (corrupt, encrypted, past a limit); members already
     yielded stay valid. ``skip_archive`` is asked before an archive is opened (on resume the caller
     already has its members); when it answers True the archive is yielded without descending.
+    ``disk`` says how forensic images are opened (keys, shadow copies; see
+    :mod:`heroes.pipeline.diskimage`).
     ``archive_kind`` is set on every entry detected as an archive, opened or not.
 
     ``root`` itself may be a symlink (the examiner chose it) and is followed; nothing below it is.
@@ -940,7 +1010,9 @@ def walk(
         raise
     except OSError as exc:
         return iter([Entry(path=name, size=None, mtime=None, depth=0, error=_os_reason(exc))])
-    walker = _Walker(limits if limits is not None else get_settings().limits, skip_archive)
+    walker = _Walker(
+        limits if limits is not None else get_settings().limits, skip_archive, disk=disk
+    )
     if stat.S_ISDIR(st.st_mode):
         return walker.tree(real)
     if stat.S_ISREG(st.st_mode):

@@ -41,8 +41,8 @@ import numpy as np
 
 from heroes.config import Settings
 from heroes.pipeline.analyze import AnalyzeOptions, _models, decode_media, infer_decoded
-from heroes.pipeline.discover import Entry
-from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO
+from heroes.pipeline.discover import Entry, content_source
+from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, StreamSource
 from heroes.pipeline.runner import _Identified, _isolated, _Pass, identify_source
 
 #: how long the actors may take to start (process, imports, model loading) before the pass fails
@@ -67,7 +67,7 @@ class Ref:
 
     key: int
     path: str
-    fs_path: str | None
+    fs_path: str | StreamSource | None
     data: bytes | None
     is_archive: bool
     entry_error: str | None
@@ -698,7 +698,7 @@ class RayPass(_Pass):
         else:
             item_id = upd
         self.outstanding[key] = (entry, upd, old_sha, item_id)
-        fs = str(entry.fs_path) if entry.data is None and entry.fs_path else None
+        fs = content_source(entry) if entry.data is None else None
         return Ref(
             key, entry.path, fs, entry.data, bool(entry.archive_kind), entry.error, upd, old_sha
         )
@@ -748,7 +748,7 @@ class RayPass(_Pass):
         if fields is None:
             # the plan did not decode what the driver wants decoded (its original was lost):
             # decode it here, in a process of its own
-            fs = str(entry.fs_path) if entry.data is None and entry.fs_path else None
+            fs = content_source(entry) if entry.data is None else None
             fields = _isolated(_forkserver(), (row["media_type"], entry.data, fs, self.opts))
         self._finish_decode(row, dict(fields), upd is None)
 
@@ -757,7 +757,7 @@ class RayPass(_Pass):
         original never came back: done here, each in a process of its own."""
         for key in sorted(self.outstanding):
             entry, upd, old_sha, item_id = self.outstanding.pop(key)
-            fs = entry.fs_path if entry.data is None else None
+            fs = content_source(entry) if entry.data is None else None
             ident = identify_source(
                 entry.data, fs, bool(entry.archive_kind), self.settings.hash_chunk
             )

@@ -46,9 +46,12 @@ RECORD_FIELDS: tuple[str, ...] = (
     "archive_kind",
     "members",
     "label",
+    "deleted",
+    "fs",
+    "image",
 )
 
-_JSON_FIELDS = {"exif", "video", "known_match", "faces", "nudity", "why", "label"}
+_JSON_FIELDS = {"exif", "video", "known_match", "faces", "nudity", "why", "label", "fs", "image"}
 
 #: A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -37,7 +37,7 @@ from heroes.config import Settings, get_settings
 from heroes.files import sha256_file
 from heroes.index import hashes_from_hex
 from heroes.pipeline.analyze import AnalyzeOptions, analyze_media
-from heroes.pipeline.discover import Entry, walk
+from heroes.pipeline.discover import Entry, content_source, walk
 from heroes.pipeline.hashsets import open_hashset
 from heroes.pipeline.identify import (
     MEDIA_ARCHIVE,
@@ -45,8 +45,9 @@ from heroes.pipeline.identify import (
     MEDIA_OTHER,
     MEDIA_VIDEO,
     Digests,
+    StreamSource,
     hash_bytes,
-    hash_file,
+    hash_source,
     sniff,
 )
 from heroes.pipeline.indexing import mark_stale, update_indexes
@@ -189,20 +190,21 @@ class _Identified:
 
 
 def _identify(entry: Entry, chunk: int) -> _Identified:
-    return identify_source(entry.data, entry.fs_path, bool(entry.archive_kind), chunk)
+    return identify_source(entry.data, content_source(entry), bool(entry.archive_kind), chunk)
 
 
 def identify_source(
-    data: bytes | None, fs_path: Path | str | None, is_archive: bool, chunk: int
+    data: bytes | None, fs_path: Path | str | StreamSource | None, is_archive: bool, chunk: int
 ) -> _Identified:
-    """Hash and sniff one file (its bytes, or its path read once with ``O_NOATIME``)."""
+    """Hash and sniff one file (its bytes, its path read once with ``O_NOATIME``, or a file
+    inside a forensic image read through its reference)."""
     try:
         if data is not None:
             digests = hash_bytes(data)
             head = data[:512]
         else:
             assert fs_path is not None
-            digests, head, data = hash_file(Path(fs_path), chunk=chunk, keep_up_to=KEEP_BYTES)
+            digests, head, data = hash_source(fs_path, chunk=chunk, keep_up_to=KEEP_BYTES)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return _Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
@@ -385,6 +387,8 @@ class _Pass:
             "status": "ok",
             "error": None,
         }
+        if entry.extra:
+            row.update(entry.extra)  # deleted, fs, image: what a forensic image says of a file
         return row
 
     def _assign_id(self, row: dict[str, Any], update_of: int | None) -> None:
@@ -514,7 +518,7 @@ class _Pass:
             self.summary.resumed += 1
             self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
             return None
-        if entry.data is None and entry.fs_path is None:
+        if entry.data is None and entry.fs_path is None and entry.ref is None:
             row = self._row(entry, upd)
             row["status"] = "skipped" if entry.skipped else "error"
             row["error"] = entry.skipped or entry.error or "unreadable"
@@ -571,7 +575,7 @@ class _Pass:
                 return
             if "_decode" in row:
                 data = row.pop("_decode")
-                fs = str(entry.fs_path) if data is None and entry.fs_path else None
+                fs = content_source(entry) if data is None else None
                 args = (row["media_type"], data, fs, self.opts)
                 try:
                     fut = pool.submit(analyze_media, *args)
@@ -941,7 +945,12 @@ def triage(
                 )
             status = "done"
             try:
-                entries = walk(evidence, settings.limits, skip_archive=the_pass.skip_archive)
+                entries = walk(
+                    evidence,
+                    settings.limits,
+                    skip_archive=the_pass.skip_archive,
+                    disk=settings.disk,
+                )
                 the_pass.run(entries)
             except KeyboardInterrupt:
                 the_pass.flush(force=True)

@@ -10,6 +10,7 @@ rejects) the same per-second hashes are computed from the PyAV frames instead an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -18,13 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
 from numpy.typing import NDArray
 
 from heroes.pipeline.decode import DecodeError, pdq_hex
+from heroes.pipeline.identify import StreamSource
 
 try:
     import vpdq
@@ -85,7 +87,7 @@ class _Scan:
 
 
 def analyze_video(
-    source: bytes | Path,
+    source: bytes | Path | StreamSource,
     *,
     interval: float = 1.0,
     working_size: int = 512,
@@ -101,15 +103,21 @@ def analyze_video(
     if interval <= 0 or working_size < 1 or max_frames < 1 or max_seconds <= 0:
         raise ValueError("interval, working_size, max_frames and max_seconds must be positive")
     in_memory = isinstance(source, bytes | bytearray | memoryview)
+    stream_in: BinaryIO | None = None
     try:
-        container = (
-            av.open(io.BytesIO(source), options={"protocol_whitelist": "data"})
-            if in_memory
-            else av.open(str(source), options={"protocol_whitelist": "file"})
-        )
+        if isinstance(source, StreamSource):
+            # a file inside a forensic image: read through its stream, never copied out
+            stream_in = source.open_stream()
+            container = av.open(stream_in, options={"protocol_whitelist": "data"})
+        elif in_memory:
+            container = av.open(io.BytesIO(source), options={"protocol_whitelist": "data"})
+        else:
+            container = av.open(str(source), options={"protocol_whitelist": "file"})
     except Exception as error:
+        if stream_in is not None:
+            stream_in.close()
         raise DecodeError(f"cannot open video: {error}") from None
-    with container:
+    with container, stream_in or contextlib.nullcontext():
         stream = _video_stream(container)
         ctx = stream.codec_context
         ctx.thread_type = "AUTO"
@@ -130,7 +138,8 @@ def analyze_video(
         duration = scan.end
     width, height = coded if scan.rotation % 180 == 0 else coded[::-1]
     features, vpdq_source = None, "pdqhash"
-    if scan.truncated is None and coded[0] and coded[1]:
+    if scan.truncated is None and coded[0] and coded[1] and not isinstance(source, StreamSource):
+        # the reference vPDQ needs a file name; a file inside an image keeps PDQ keyframes
         features = _reference_vpdq(source, _fit(coded[0], coded[1], working_size))
         vpdq_source = "vpdq" if features else vpdq_source
     analysis = VideoAnalysis(

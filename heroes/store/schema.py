@@ -85,6 +85,11 @@ class ItemRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
     )
+    # files inside forensic images: deleted but still listed, the file system's own metadata;
+    # and on an image's own item, what the image is and whether its stored hashes hold
+    deleted: Mapped[bool | None] = mapped_column(Boolean)
+    fs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    image: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class HashSetRow(Base):

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from heroes.pipeline.identify import hash_bytes, hash_file, hash_stream, sniff
+from heroes.pipeline.identify import SNIFF_BYTES, hash_bytes, hash_file, hash_stream, sniff
 
 
 def _img(fmt: str) -> bytes:
@@ -62,7 +62,7 @@ def test_three_digests_in_one_read_equal_hashlib(tmp_path) -> None:
     assert d.md5 == hashlib.md5(data).hexdigest()
     assert d.sha1 == hashlib.sha1(data).hexdigest()
     assert d.sha256 == hashlib.sha256(data).hexdigest()
-    assert d.size == len(data) and head == data[:512] and kept == data
+    assert d.size == len(data) and head == data[:SNIFF_BYTES] and kept == data
     _, _, not_kept = hash_file(p, keep_up_to=1000)
     assert not_kept is None
 
@@ -71,5 +71,5 @@ def test_three_digests_in_one_read_equal_hashlib(tmp_path) -> None:
 def test_streamed_hashes_equal_whole_buffer_hashes(data: bytes, chunk: int) -> None:
     d, head, kept = hash_stream(io.BytesIO(data), chunk=chunk, keep_up_to=len(data) + 1)
     assert d == hash_bytes(data)
-    assert head == data[:512] and kept == data
+    assert head == data[:SNIFF_BYTES] and kept == data
     sniff(head)
