@@ -835,6 +835,9 @@ class PdfUnavailable(RuntimeError):
 def write_pdf(store: CaseStore, out: IO[bytes], *, top: int = 24) -> None:
     """The same report as PDF (A4 landscape), laid out by WeasyPrint: no browser involved, and
     nothing fetched (its URL fetcher takes data URIs only, all the report holds)."""
+    from PIL import ImageFile
+
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         import weasyprint
         from weasyprint.urls import URLFetcher
@@ -842,6 +845,9 @@ def write_pdf(store: CaseStore, out: IO[bytes], *, top: int = 24) -> None:
         raise PdfUnavailable(
             f"PDF reports need WeasyPrint: pip install 'heroes[pdf]' ({exc})"
         ) from exc
+    finally:
+        # WeasyPrint makes Pillow accept truncated images process-wide when imported
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     html = build_report(store, top=top)
     fetcher = URLFetcher(allowed_protocols=("data",))
     weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf(out)

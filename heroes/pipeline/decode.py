@@ -185,10 +185,11 @@ def load_rgb(
         raise ValueError(f"working_size must be positive, got {working_size}")
     with _quiet_pillow():
         try:
-            return _decode(data, working_size, max_pixels, max_decode_bytes)
+            with _truncated_images(allowed=False):
+                return _decode(data, working_size, max_pixels, max_decode_bytes)
         except _Damaged as damage:
             reason = str(damage)
-        with _truncated_images_allowed():
+        with _truncated_images(allowed=True):
             try:
                 rgb, info = _decode(data, working_size, max_pixels, max_decode_bytes, damaged=True)
             except (_Damaged, DecodeError):
@@ -480,10 +481,11 @@ def _quiet_pillow() -> Iterator[None]:
 
 
 @contextmanager
-def _truncated_images_allowed() -> Iterator[None]:
-    """Pillow only offers a process-wide switch; restore it whatever happens."""
+def _truncated_images(*, allowed: bool) -> Iterator[None]:
+    """Pillow only offers a process-wide switch, which other libraries flip at import (WeasyPrint
+    sets it for good): set it for each decode, and restore it whatever happens."""
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    ImageFile.LOAD_TRUNCATED_IMAGES = allowed
     try:
         yield
     finally:

@@ -820,3 +820,15 @@ def test_vectorised_distances_agree_with_the_scalar_one() -> None:
     assert table.shape == (20, 32)
     expected = [pdq_distance(hashes[0], h) for h in hashes]
     assert pdq_distances(hashes[0], table).tolist() == expected
+
+
+def test_a_truncated_jpeg_is_seen_as_damaged_even_when_a_library_made_pillow_lenient(
+    astronaut: Image.Image,
+) -> None:
+    whole = encode(astronaut, "JPEG", quality=90)
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as WeasyPrint does when it is imported
+    try:
+        cut = analyze_image(whole[:-100])
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    assert cut.damage is not None and cut.damage.startswith("truncated image: ")
