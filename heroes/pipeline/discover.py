@@ -16,6 +16,7 @@ import io
 import lzma
 import os
 import queue
+import re
 import stat
 import struct
 import tarfile
@@ -43,7 +44,9 @@ __all__ = [
     "LimitExceeded",
     "Member",
     "Opener",
+    "OCCURRENCE",
     "Unreadable",
+    "path_part",
     "register_opener",
     "walk",
 ]
@@ -176,13 +179,37 @@ def _describe(kind: str, exc: Exception) -> str:
     return f"corrupt {kind}: {text}"
 
 
+#: code points shown as ``\\xNN`` (their UTF-8 bytes) in paths and reasons: a literal backslash (so
+#: that ``\\x`` only ever introduces an escape), C0 and C1 controls and DEL (so that no name can
+#: move a terminal's cursor, clear it or start an escape sequence), and the bytes of undecodable
+#: names (``surrogateescape`` turns byte 0xNN into U+DCNN)
+_ESCAPES: dict[int, str] = {
+    c: "".join(f"\\x{b:02x}" for b in chr(c).encode("utf-8"))
+    for c in (*range(0x20), 0x5C, *range(0x7F, 0xA0))
+}
+_ESCAPES.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
+#: a ``!`` that ends a name or one of its ``/``-separated parts would read as the archive
+#: separator ``!/`` (a folder ``a.zip!`` beside ``a.zip``); it is shown as ``\\x21``
+_BANG = re.compile(r"!(?=/|$)")
+#: the n-th (n >= 2) member of an archive whose name repeats an earlier one gets this suffix; a
+#: literal backslash is always escaped, so the suffix cannot come from a name
+OCCURRENCE = "\\#"
+
+
 def _clean(name: str) -> str:
-    """A printable, valid Unicode form of a stored name: undecodable bytes become ``\\xNN``."""
+    """A printable, valid Unicode form of a stored name: undecodable bytes, backslashes and
+    control characters become ``\\xNN``, so different names never get the same text."""
     try:
         raw = name.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         raw = name.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    return raw.decode("utf-8", "surrogateescape").translate(_ESCAPES)
+
+
+def path_part(name: str) -> str:
+    """A name as it appears in an evidence path: :func:`_clean`, and a ``!`` that ends a part is
+    escaped, so ``!/`` in a path only ever separates an archive from its members."""
+    return _BANG.sub("\\\\x21", _clean(name))
 
 
 class _Reader(Protocol):
@@ -296,7 +323,7 @@ def _open_zip(arc: Archive) -> Iterator[Member]:
         raise Unreadable(_describe("zip", exc)) from exc
     with zf:
         for info in zf.infolist():
-            if info.is_dir():
+            if info.filename.endswith("/"):  # is_dir() raises on an empty name
                 continue
             name, size, mtime = info.orig_filename, info.file_size, _zip_mtime(info)
             if info.flag_bits & 0x1:
@@ -702,6 +729,40 @@ def register_opener(kind: str, opener: Opener) -> None:
 # --- the walk ------------------------------------------------------------------------------------
 
 
+_EOCD = struct.Struct("<4sHHHHIIH")
+#: an end-of-central-directory record sits in the last 22 bytes plus a comment of at most 64 KiB
+_ZIP_TAIL = _EOCD.size + 0xFFFF
+
+
+def _appended_zip(tail: bytes) -> bool:
+    """Whether ``tail`` (the last bytes of a file whose head is not an archive) ends with a zip:
+    a JPEG with a zip appended opens as both. The end record must close the file exactly and point
+    back at a central directory, so random bytes that happen to contain ``PK\\5\\6`` do not turn
+    an image into a corrupt archive."""
+    pos = tail.rfind(b"PK\x05\x06")
+    while pos >= 0:
+        if pos + _EOCD.size <= len(tail):
+            *_, entries, cd_size, _cd_offset, comment = _EOCD.unpack_from(tail, pos)
+            start = pos - cd_size
+            if (
+                pos + _EOCD.size + comment == len(tail)
+                and entries > 0
+                and start >= 0
+                and tail[start : start + 4] == b"PK\x01\x02"
+            ):
+                return True
+        pos = tail.rfind(b"PK\x05\x06", 0, pos)
+    return False
+
+
+def _kind(head: bytes, tail: Callable[[], bytes]) -> str | None:
+    """The archive kind of a file from its head, or ``zip`` for a zip appended to anything."""
+    kind = sniff(head).archive_kind
+    if kind is None and len(head) >= 4 and _appended_zip(tail()):
+        return "zip"
+    return kind
+
+
 class _Walker:
     def __init__(self, limits: Limits, skip_archive: Callable[[Entry], bool] | None) -> None:
         self.limits = limits
@@ -730,6 +791,9 @@ class _Walker:
         )
         members = opener(arc)
         count = 0
+        # paths must be unique: a repeated name (``tar -r`` appends a newer copy under the same
+        # name) gets an occurrence suffix; bounded like the members by ``max_members``
+        names: dict[str, int] = {}
         try:
             while True:
                 try:
@@ -743,15 +807,20 @@ class _Walker:
                     entry.error = f"too many members: > {self.limits.max_members}"
                     break
                 count += 1
-                yield from self.member(entry, member)
+                path = f"{entry.path}!/{path_part(member.name)}"
+                seen = names.get(path, 0) + 1
+                names[path] = seen
+                if seen > 1:
+                    path = f"{path}{OCCURRENCE}{seen}"
+                yield from self.member(entry, member, path)
         finally:
             if isinstance(members, Generator):
                 members.close()
             entry.members = count
 
-    def member(self, parent: Entry, member: Member) -> Iterator[Entry]:
+    def member(self, parent: Entry, member: Member, path: str) -> Iterator[Entry]:
         entry = Entry(
-            path=f"{parent.path}!/{_clean(member.name)}",
+            path=path,
             size=member.size,
             mtime=member.mtime,
             depth=parent.depth + 1,
@@ -762,7 +831,7 @@ class _Walker:
         )
         data = member.data
         if data is not None and member.error is None:
-            entry.archive_kind = sniff(data[:SNIFF_BYTES]).archive_kind
+            entry.archive_kind = _kind(data[:SNIFF_BYTES], lambda: data[-_ZIP_TAIL:])
             if entry.archive_kind is not None:
                 yield from self.descend(entry, io.BytesIO(data), len(data))
         yield entry
@@ -780,14 +849,19 @@ class _Walker:
             yield entry
             return
         with f:
+
+            def tail() -> bytes:
+                f.seek(max(0, st.st_size - _ZIP_TAIL))
+                return _read_upto(f, _ZIP_TAIL)
+
             try:
                 head = _read_upto(f, SNIFF_BYTES)
+                entry.archive_kind = _kind(head, tail)
                 f.seek(0)
             except OSError as exc:
                 entry.error = _os_reason(exc)
                 yield entry
                 return
-            entry.archive_kind = sniff(head).archive_kind
             if entry.archive_kind is not None:
                 yield from self.descend(entry, f, st.st_size)
         yield entry
@@ -809,7 +883,7 @@ class _Walker:
                 stack.pop()
                 prefixes.pop()
                 continue
-            rel = prefixes[-1] + _clean(de.name)
+            rel = prefixes[-1] + path_part(de.name)
             full = Path(de.path)
             try:
                 st = de.stat(follow_symlinks=False)
@@ -932,7 +1006,7 @@ def walk(
     Raises :class:`FileNotFoundError` only when ``root`` does not exist; any other problem becomes
     an entry's ``error`` or ``skipped``.
     """
-    name = _clean(Path(os.path.abspath(root)).name) or "."
+    name = path_part(Path(os.path.abspath(root)).name) or "."
     real = Path(os.path.realpath(root))
     try:
         st = os.stat(real)

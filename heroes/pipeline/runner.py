@@ -211,7 +211,10 @@ def identify_source(
         reason = exc.strerror or str(exc)
         return _Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
     sniffed = sniff(head)
-    media = MEDIA_ARCHIVE if is_archive else sniffed.media_type
+    # a picture or video with an archive appended (a polyglot) is analysed as what it shows; its
+    # members were walked all the same
+    polyglot = sniffed.media_type in (MEDIA_IMAGE, MEDIA_VIDEO)
+    media = MEDIA_ARCHIVE if is_archive and not polyglot else sniffed.media_type
     return _Identified(digests, media, sniffed.mime, data)
 
 
