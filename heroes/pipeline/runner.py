@@ -360,6 +360,9 @@ class _Pass:
         #: sha256 -> item id of every original of this run
         self.seen_sha: dict[str, int] = {}
         self.buffer: list[tuple[bool, dict[str, Any]]] = []
+        #: ids of new originals still decoding; a copy naming one waits in ``buffer`` until it is
+        #: written, so an interrupt never leaves a copy pointing at an item that does not exist
+        self.in_flight: set[int] = set()
         self.vectors: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.archives_done: list[str] = []
@@ -437,11 +440,18 @@ class _Pass:
             and time.monotonic() - self.last_flush < _FLUSH_SECONDS
         ):
             return
-        new = [r for is_new, r in self.buffer if is_new]
-        old = [r for is_new, r in self.buffer if not is_new]
+        ready: list[tuple[bool, dict[str, Any]]] = self.buffer
+        waiting: list[tuple[bool, dict[str, Any]]] = []
+        if self.in_flight:
+            ready = []
+            for pair in self.buffer:
+                held = pair[1].get("duplicate_of") in self.in_flight
+                (waiting if held else ready).append(pair)
+        new = [r for is_new, r in ready if is_new]
+        old = [r for is_new, r in ready if not is_new]
         self.store.insert_and_update(new, old, self.vectors, replace_vectors=[r["id"] for r in old])
         self.vectors.clear()
-        self.buffer.clear()
+        self.buffer = waiting
         self.last_flush = time.monotonic()
 
     def _original_of(self, sha256: str) -> int | None:
@@ -598,6 +608,8 @@ class _Pass:
                     settle_decodes(block=True, broken_pool=True)
                     fut = pool.submit(analyze_media, *args)
                 decoding[fut] = (row, upd is None, args)
+                if upd is None:
+                    self.in_flight.add(row["id"])
                 while len(decoding) > 2 * window:
                     settle_decodes(block=True)
             else:
@@ -624,6 +636,7 @@ class _Pass:
             self.flush(force=True)
 
     def _finish_decode(self, row: dict[str, Any], fields: dict[str, Any], new: bool) -> None:
+        self.in_flight.discard(row["id"])
         err = fields.pop("error", None)
         vectors = fields.pop("_vectors", [])
         frames = fields.pop("_frames", 0)

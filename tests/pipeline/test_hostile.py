@@ -21,6 +21,8 @@ from heroes.pipeline.report import records
 from heroes.pipeline.runner import triage
 from heroes.store import CaseStore
 
+HERE = Path(__file__).resolve().parent
+
 
 def _rows(case: Path) -> list[dict]:
     store = CaseStore(case, create=False)
@@ -181,3 +183,59 @@ def test_a_jpeg_with_a_zip_appended_is_an_image_and_its_members_are_recorded(
     assert poly["media_type"] == "image" and poly["status"] == "ok" and poly["pdq"]
     assert poly["archive_kind"] == "zip" and poly["members"] == 2
     assert rows["poly.jpg!/i.jpg"]["pdq"]
+
+
+def test_ctrl_c_never_commits_a_copy_whose_original_is_still_decoding(tmp_path: Path) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from crash_hook import SLOW_MARKER
+    from PIL import Image
+    from seizures import first_rows
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(buf, "JPEG", comment=SLOW_MARKER)
+    (ev / "a_original.jpg").write_bytes(buf.getvalue())
+    (ev / "b_copy.jpg").write_bytes(buf.getvalue())
+    # enough quick files after the copy that a batch of rows is committed while the original
+    # is still in its (slow) decode
+    for i in range(600):
+        (ev / f"c{i:04d}.txt").write_bytes(f"note {i}".encode())
+    case = tmp_path / "case"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parents[1])]),
+        "HEROES_DECODE_HOOK": "crash_hook:slow_on_marker",
+        "HEROES_MODELS": "false",
+        "HEROES_ENGINE": "local",
+    }
+    cmd = [sys.executable, "-m", "heroes.cli", "triage", str(ev), "--case", str(case), "--json"]
+    cmd += ["--workers", "1"]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        assert first_rows(proc, case / "case.db", timeout=60) > 0
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with sqlite3.connect(case / "case.db") as c:
+        dangling = c.execute(
+            "select path from items where duplicate_of is not null "
+            "and duplicate_of not in (select id from items)"
+        ).fetchall()
+    assert dangling == []
+    env.pop("HEROES_DECODE_HOOK")
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    rows = {r["path"]: r for r in _rows(case)}
+    assert len(rows) == 602
+    assert rows["a_original.jpg"]["status"] == "ok" and rows["a_original.jpg"]["pdq"]
+    assert rows["b_copy.jpg"]["duplicate_of"] == rows["a_original.jpg"]["item_id"]
