@@ -44,6 +44,7 @@ __all__ = [
     "LimitExceeded",
     "Member",
     "Opener",
+    "Pool",
     "OCCURRENCE",
     "Unreadable",
     "path_part",
@@ -104,19 +105,72 @@ class LimitExceeded(Unreadable):
     """An archive went past one of the :class:`~heroes.config.Limits`."""
 
 
+class Pool:
+    """Expansion shared by several archives: everything nested in one file on disk, or every
+    archive of one evidence root. Per-archive limits alone multiply through nesting (a 1.7 KB
+    ``.tgz`` of archives of archives stays under each archive's limits and still expands to
+    gigabytes); a pool that is spent stops every archive charging it, with ``what`` in the error.
+    """
+
+    __slots__ = ("max_bytes", "max_members", "members", "packed", "ratio", "total", "what")
+
+    def __init__(
+        self, what: str, max_bytes: int, max_members: int, packed: int | None, ratio: float
+    ) -> None:
+        self.what = what
+        self.max_bytes = max_bytes
+        self.max_members = max_members
+        self.packed = packed
+        self.ratio = ratio
+        self.total = 0
+        self.members = 0
+
+    def spent(self) -> str | None:
+        """Why this pool allows no more expansion, or None."""
+        if self.total > self.max_bytes:
+            return f"{self.what} expansion budget spent: > {self.max_bytes} bytes expanded"
+        if self.members > self.max_members:
+            return f"{self.what} member budget spent: > {self.max_members} members"
+        if self.packed is not None and self.total > RATIO_FLOOR:
+            ratio = self.total / max(self.packed, 1)
+            if ratio > self.ratio:
+                shown = _ratio(ratio, self.ratio)
+                return (
+                    f"{self.what} expansion budget spent: expansion ratio {shown} "
+                    f"> {self.ratio:g} over all nested archives"
+                )
+        return None
+
+    def add(self, n: int) -> None:
+        self.total += n
+        why = self.spent()
+        if why is not None:
+            raise LimitExceeded(why)
+
+    def add_member(self) -> None:
+        self.members += 1
+        why = self.spent()
+        if why is not None:
+            raise LimitExceeded(why)
+
+
 class Budget:
-    """Expanded bytes of one archive, checked against the size and ratio limits as they grow.
+    """Expanded bytes of one archive, checked against the size and ratio limits as they grow,
+    and charged to the :class:`Pool` s it belongs to (the file on disk, the evidence root).
 
     Checking while bytes are produced (not from header sizes, which lie) is what stops a bomb
     before it is fully expanded.
     """
 
-    __slots__ = ("label", "limits", "packed", "total")
+    __slots__ = ("label", "limits", "packed", "pools", "total")
 
-    def __init__(self, limits: Limits, packed: int, label: str) -> None:
+    def __init__(
+        self, limits: Limits, packed: int, label: str, pools: tuple[Pool, ...] = ()
+    ) -> None:
         self.limits = limits
         self.packed = packed
         self.label = label
+        self.pools = pools
         self.total = 0
 
     def add(self, n: int) -> None:
@@ -128,6 +182,8 @@ class Budget:
         ratio = self.total / max(self.packed, 1)
         if self.total > RATIO_FLOOR and ratio > self.limits.max_ratio:
             raise LimitExceeded(_bomb_text(self.label, ratio, self.limits.max_ratio))
+        for pool in self.pools:
+            pool.add(n)
 
 
 @dataclass(slots=True)
@@ -148,8 +204,17 @@ class Archive:
 Opener = Callable[[Archive], Iterator[Member]]
 
 
+def _ratio(ratio: float, limit: float) -> str:
+    """A ratio with enough digits that it never reads as equal to the limit it passed."""
+    for digits in range(7):
+        text = f"{ratio:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return f"{ratio!r}"
+
+
 def _bomb_text(label: str, ratio: float, limit: float) -> str:
-    return f"{label} bomb: expansion ratio {ratio:.0f} > {limit:g}"
+    return f"{label} bomb: expansion ratio {_ratio(ratio, limit)} > {limit:g}"
 
 
 def _too_large(cap: int) -> str:
@@ -234,6 +299,7 @@ def _read_member(
     *,
     budget: Budget | None = None,
     packed: int | None = None,
+    label: str = "zip",
 ) -> tuple[bytes | None, str | None]:
     """Read one member with a cap of ``max_member_bytes + 1``, never trusting a header size.
 
@@ -252,7 +318,7 @@ def _read_member(
         if packed is not None and len(buf) > RATIO_FLOOR:
             ratio = len(buf) / max(packed, 1)
             if ratio > limits.max_ratio:
-                return None, _bomb_text("zip", ratio, limits.max_ratio)
+                return None, _bomb_text(label, ratio, limits.max_ratio)
         if len(buf) > cap:
             return None, _too_large(cap)
 
@@ -447,8 +513,12 @@ _TAR_SKIPPED = (
 )
 
 
-def _tar_members(stream: _Metered, limits: Limits) -> Iterator[Member]:
-    """Members of a tar read as a stream (``r|``): a compressed tar is never seeked or buffered."""
+def _tar_members(stream: _Metered, limits: Limits, budget: Budget) -> Iterator[Member]:
+    """Members of a tar read as a stream (``r|``): a compressed tar is never seeked or buffered.
+
+    A sparse member's holes are zeros that are not in the stream: its bytes are charged to the
+    budget and checked against the ratio limit, against the data it really stores.
+    """
     tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
     while True:
         ti = tf.next()
@@ -473,7 +543,15 @@ def _tar_members(stream: _Metered, limits: Limits) -> Iterator[Member]:
             continue
         try:
             f = tf.extractfile(ti)
-            data, error = _read_member(f, limits) if f is not None else (b"", None)
+            if f is None:
+                data, error = b"", None
+            elif ti.issparse():
+                stored = sum(n for _, n in ti.sparse or ())
+                data, error = _read_member(
+                    f, limits, budget=budget, packed=stored, label="sparse tar member"
+                )
+            else:
+                data, error = _read_member(f, limits)
         except LimitExceeded as exc:
             yield Member(name, size, mtime, error=str(exc))
             raise
@@ -487,7 +565,7 @@ def _tar_members(stream: _Metered, limits: Limits) -> Iterator[Member]:
 
 
 def _open_tar(arc: Archive) -> Iterator[Member]:
-    return _tar_members(_Metered(arc.stream, arc.budget), arc.limits)
+    return _tar_members(_Metered(arc.stream, arc.budget), arc.limits, arc.budget)
 
 
 _DECOMPRESSORS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
@@ -534,7 +612,7 @@ def _compressed_opener(kind: str) -> Opener:
                 yield Member(name, error=_describe(kind, exc))
                 raise
             if sniff(head).archive_kind == "tar":
-                yield from _tar_members(stream, arc.limits)
+                yield from _tar_members(stream, arc.limits, arc.budget)
                 return
             stamp = getattr(raw, "mtime", None)
             mtime = float(stamp) if stamp else None
@@ -767,6 +845,14 @@ class _Walker:
     def __init__(self, limits: Limits, skip_archive: Callable[[Entry], bool] | None) -> None:
         self.limits = limits
         self.skip_archive = skip_archive
+        self.evidence = Pool(
+            "evidence root", limits.max_evidence_bytes, limits.max_evidence_members, None, 0.0
+        )
+        #: the pool of the file on disk being walked (set by :meth:`file`)
+        self.nested: Pool | None = None
+
+    def pools(self) -> tuple[Pool, ...]:
+        return (self.evidence,) if self.nested is None else (self.nested, self.evidence)
 
     def descend(self, entry: Entry, stream: BinaryIO, packed: int) -> Iterator[Entry]:
         """Yield the members of archive ``entry``, recursively; set its ``members``, ``error``."""
@@ -781,13 +867,19 @@ class _Walker:
         if opener is None:
             entry.error = f"no opener for {kind} archives"
             return
+        pools = self.pools()
+        for pool in pools:
+            why = pool.spent()
+            if why is not None:
+                entry.error = f"not opened: {why}"
+                return
         label = "zip" if kind == "zip" else "decompression"
         arc = Archive(
             stream,
             entry.path.rpartition("/")[2],
             packed,
             self.limits,
-            Budget(self.limits, packed, label),
+            Budget(self.limits, packed, label, pools),
         )
         members = opener(arc)
         count = 0
@@ -806,6 +898,12 @@ class _Walker:
                 if count >= self.limits.max_members:
                     entry.error = f"too many members: > {self.limits.max_members}"
                     break
+                try:
+                    for pool in pools:
+                        pool.add_member()
+                except LimitExceeded as exc:
+                    entry.error = str(exc)
+                    break
                 count += 1
                 path = f"{entry.path}!/{path_part(member.name)}"
                 seen = names.get(path, 0) + 1
@@ -819,14 +917,20 @@ class _Walker:
             entry.members = count
 
     def member(self, parent: Entry, member: Member, path: str) -> Iterator[Entry]:
+        # ``size`` is bytes read: a member that was not read has none, whatever its header claims
+        size, error = member.size, member.error
+        if member.data is None:
+            size = None
+            if error is not None and member.size is not None:
+                error = f"{error} (header claims {member.size} bytes)"
         entry = Entry(
             path=path,
-            size=member.size,
+            size=size,
             mtime=member.mtime,
             depth=parent.depth + 1,
             data=member.data,
             container=parent.path,
-            error=member.error,
+            error=error,
             skipped=member.skipped,
         )
         data = member.data
@@ -838,6 +942,14 @@ class _Walker:
 
     def file(self, rel: str, full: Path, st: os.stat_result) -> Iterator[Entry]:
         entry = Entry(path=rel, size=st.st_size, mtime=st.st_mtime, depth=0, fs_path=full)
+        limits = self.limits
+        self.nested = Pool(
+            "nested-archive",
+            limits.max_nested_bytes,
+            limits.max_nested_members,
+            st.st_size,
+            limits.max_ratio,
+        )
         try:
             f = _open_regular(full)
         except _NotRegular as exc:

@@ -239,3 +239,139 @@ def test_ctrl_c_never_commits_a_copy_whose_original_is_still_decoding(tmp_path: 
     assert len(rows) == 602
     assert rows["a_original.jpg"]["status"] == "ok" and rows["a_original.jpg"]["pdq"]
     assert rows["b_copy.jpg"]["duplicate_of"] == rows["a_original.jpg"]["item_id"]
+
+
+# --- expansion budgets ----------------------------------------------------------------------------
+
+
+def _tgz(members: list[tuple[str, bytes]]) -> bytes:
+    import gzip
+
+    return gzip.compress(_tar(members), 9)
+
+
+def _peak(fn: object) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = fn()  # type: ignore[operator]
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sparse_tar_members_are_charged_and_stopped_by_the_ratio_limit(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    real = 500 * 1024 * 1024
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(13):
+            ti = tarfile.TarInfo(f"hole{i}.bin")
+            ti.size = 512
+            ti.pax_headers = {"GNU.sparse.map": f"{real - 512},512", "GNU.sparse.size": str(real)}
+            tf.addfile(ti, io.BytesIO(b"x" * 512))
+        tf.addfile(tarfile.TarInfo("after.txt"), io.BytesIO(b""))
+    import gzip
+
+    (tmp_path / "sparse.tgz").write_bytes(gzip.compress(buf.getvalue(), 9))
+    assert (tmp_path / "sparse.tgz").stat().st_size < 1000
+
+    entries, peak = _peak(lambda: list(walk(tmp_path / "sparse.tgz")))
+    got = {e.path: e for e in entries}  # type: ignore[attr-defined]
+    # the holes count as expansion: the first one reaches the archive's ratio limit
+    first, archive = got["sparse.tgz!/hole0.bin"], got["sparse.tgz"]
+    assert archive.error.startswith("decompression bomb: expansion ratio ")
+    assert first.error == f"{archive.error} (header claims {real} bytes)"
+    assert first.data is None and first.size is None
+    assert peak < 48 * 1024 * 1024
+
+
+def test_a_sparse_member_alone_is_stopped_by_its_own_ratio(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    real = 64 * 1024 * 1024
+    stored = b"x" * 512
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        # a large ordinary member keeps the archive as a whole under the ratio limit
+        ti = tarfile.TarInfo("filler.bin")
+        ti.size = 3 * 1024 * 1024
+        tf.addfile(ti, io.BytesIO(os.urandom(ti.size)))
+        ti = tarfile.TarInfo("hole.bin")
+        ti.size = len(stored)
+        ti.pax_headers = {
+            "GNU.sparse.map": f"{real - len(stored)},{len(stored)}",
+            "GNU.sparse.size": str(real),
+        }
+        tf.addfile(ti, io.BytesIO(stored))
+        ti = tarfile.TarInfo("after.txt")
+        ti.size = 5
+        tf.addfile(ti, io.BytesIO(b"after"))
+    (tmp_path / "s.tar").write_bytes(buf.getvalue())
+
+    got = {e.path: e for e in walk(tmp_path / "s.tar")}
+
+    hole = got["s.tar!/hole.bin"]
+    assert hole.error.startswith("sparse tar member bomb: expansion ratio ")
+    assert hole.data is None and hole.size is None
+    assert got["s.tar!/after.txt"].data == b"after"
+    assert got["s.tar"].error is None
+
+
+def _compounding_bomb() -> bytes:
+    """Each level expands under 1 MiB (below the per-archive ratio floor), but 200 copies of a
+    ~1 KB .tgz that holds 900 KB of zeros, in a .tgz of a few KB, expand to 180 MB."""
+    inner = _tgz([("zeros.bin", bytes(900 * 1024))])
+    return _tgz([(f"copy{i:03}.tgz", inner) for i in range(200)])
+
+
+def test_nested_archives_share_one_budget_per_file_on_disk(tmp_path: Path) -> None:
+    (tmp_path / "nest.tgz").write_bytes(_compounding_bomb())
+    (tmp_path / "z_after.txt").write_bytes(b"after")
+    assert (tmp_path / "nest.tgz").stat().st_size < 4000
+
+    entries = list(walk(tmp_path))
+
+    got = {e.path: e for e in entries}
+    outer = got["nest.tgz"]
+    assert outer.error is not None
+    assert outer.error.startswith("nested-archive expansion budget spent: expansion ratio ")
+    assert outer.error.endswith("> 100 over all nested archives")
+    # a couple of copies are walked before the cut; the cut member says which budget
+    copies = [e for p, e in got.items() if p.count("!/") == 1]
+    assert 1 <= len(copies) < 10
+    assert any((e.error or "").startswith("nested-archive expansion budget") for e in copies)
+    assert "z_after.txt" in got and got["z_after.txt"].error is None
+
+
+def test_nested_member_budget_counts_members_of_every_level(tmp_path: Path) -> None:
+    inner = _tar([(f"m{i}", b"x") for i in range(4)])
+    (tmp_path / "n.tar").write_bytes(_tar([("a.tar", inner), ("b.tar", inner), ("c.tar", inner)]))
+
+    got = {e.path: e for e in walk(tmp_path, Limits(max_nested_members=8))}
+
+    assert got["n.tar"].error == "nested-archive member budget spent: > 8 members"
+    assert got["n.tar!/a.tar"].members == 4 and got["n.tar!/a.tar"].error is None
+    assert got["n.tar!/b.tar"].error == "nested-archive member budget spent: > 8 members"
+    assert "n.tar!/c.tar" not in got
+
+
+def test_evidence_root_budget_cuts_later_archives_with_a_reason(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.tar").write_bytes(_tar([(f"{name}{i}", b"x") for i in range(3)]))
+
+    got = {e.path: e for e in walk(tmp_path, Limits(max_evidence_members=5))}
+
+    assert got["a.tar"].error is None and got["a.tar"].members == 3
+    assert got["b.tar"].error == "evidence root member budget spent: > 5 members"
+    assert got["b.tar"].members == 2
+    assert got["c.tar"].error == "not opened: evidence root member budget spent: > 5 members"
+    assert got["c.tar"].members is None
+
+
+def test_evidence_root_byte_budget_is_shared_by_all_archives(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.tar").write_bytes(_tar([(name, os.urandom(20_000))]))
+
+    got = {e.path: e for e in walk(tmp_path, Limits(max_evidence_bytes=40_000))}
+
+    assert got["a.tar"].error is None
+    assert got["b.tar"].error == "evidence root expansion budget spent: > 40000 bytes expanded"
