@@ -939,9 +939,7 @@ def triage(
     if not evidence.exists() and not evidence.is_symlink():
         raise FileNotFoundError(f"evidence not found: {evidence}")
     evidence = evidence.resolve()
-    case_dir = Path(case_dir).absolute()
-    if case_dir == evidence or evidence in case_dir.parents:
-        raise StoreError("the case folder must not be inside the evidence")
+    case_dir = _case_folder(case_dir, evidence)
     store = CaseStore(case_dir, settings.db_url)
     t0 = time.perf_counter()
     try:
@@ -995,6 +993,24 @@ def triage(
             return summary
     finally:
         store.close()
+
+
+def _case_folder(case_dir: Path | str, evidence: Path) -> Path:
+    """The case folder as a real path, refused when it lies inside the evidence or holds it.
+
+    Both sides are compared as real paths (``..`` and symlinks resolved, also in the part of the
+    case path that does not exist yet): a case written into the evidence would change the seizure
+    and be read back as evidence by the next run.
+    """
+    if isinstance(case_dir, str) and not case_dir.strip():
+        raise StoreError("the case folder needs a name (an empty one is the current folder)")
+    real = Path(os.path.realpath(case_dir))
+    ev = Path(os.path.realpath(evidence))
+    if real == ev or ev in real.parents:
+        raise StoreError(f"the case folder {real} must not be inside the evidence {ev}")
+    if real in ev.parents:
+        raise StoreError(f"the evidence {ev} must not be inside the case folder {real}")
+    return real
 
 
 def ray_available() -> bool:
