@@ -46,6 +46,18 @@ class Limits(BaseModel):
     )
     max_frames: int = Field(2_000, gt=0, description="frames kept per video")
     max_video_seconds: float = Field(4 * 3600.0, gt=0, description="video time decoded per file")
+    max_decoded_frames: int = Field(
+        1_000_000, gt=0, description="frames decoded per video (kept or not)"
+    )
+    max_frame_rate: float = Field(
+        1000.0,
+        gt=0,
+        description="frames decoded per second of the video's own timeline (past it, timestamps "
+        "squeeze frames together to make decoding cost more than the video lasts)",
+    )
+    max_decode_seconds: float = Field(
+        600.0, gt=0, description="wall-clock seconds spent decoding one video"
+    )
 
 
 class PdqSettings(BaseModel):

@@ -6,13 +6,24 @@ from Meta's ``vpdq`` package, the reference that shared vPDQ hash lists are made
 cannot run (no file name for in-memory bytes, a decode pass that stopped early, a stream it
 rejects) the same per-second hashes are computed from the PyAV frames instead and
 ``vpdq_source`` says so.
+
+Evidence on disk is read only through :func:`~heroes.pipeline.identify.open_evidence` (read-only,
+no access-time update): PyAV reads the open file. The reference vPDQ can only open a file name,
+which would update the access time, so it runs on in-memory bytes only (files up to the size the
+pass keeps in memory, and archive members); large files on disk get the PyAV per-second hashes.
+
+Decoding is bounded by the frames decoded, by frames per second of the video's own timeline (a
+few KB of timestamps can squeeze ten thousand 4K frames into 50 ms) and by wall-clock time; a
+video cut by a bound keeps what was decoded and ``truncated`` says which bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from heroes.pipeline.decode import DecodeError, pdq_hex
+from heroes.pipeline.identify import open_evidence
 
 try:
     import vpdq
@@ -92,6 +104,9 @@ def analyze_video(
     max_frames: int = 2000,
     max_seconds: float = 14400.0,
     keep_pixels: bool = False,
+    max_decoded: int = 1_000_000,
+    max_rate: float = 1000.0,
+    max_wall: float = 600.0,
 ) -> VideoAnalysis:
     """Keyframes, PDQ and vPDQ of a video file or of in-memory bytes (never written to disk).
 
@@ -101,36 +116,83 @@ def analyze_video(
     if interval <= 0 or working_size < 1 or max_frames < 1 or max_seconds <= 0:
         raise ValueError("interval, working_size, max_frames and max_seconds must be positive")
     in_memory = isinstance(source, bytes | bytearray | memoryview)
-    try:
-        container = (
-            av.open(io.BytesIO(source), options={"protocol_whitelist": "data"})
-            if in_memory
-            else av.open(str(source), options={"protocol_whitelist": "file"})
-        )
-    except Exception as error:
-        raise DecodeError(f"cannot open video: {error}") from None
-    with container:
-        stream = _video_stream(container)
-        ctx = stream.codec_context
-        ctx.thread_type = "AUTO"
-        codec, coded = ctx.name, (stream.width or None, stream.height or None)
-        fps = _fps(stream)
-        duration = _duration(stream, container)
-        scan = _scan(
-            container,
-            stream,
-            interval=interval,
-            working_size=working_size,
-            max_frames=max_frames,
-            max_seconds=max_seconds,
-            keep_pixels=keep_pixels,
-            fps=fps,
-        )
+    with contextlib.ExitStack() as files:
+        try:
+            raw: Any = (
+                io.BytesIO(source)
+                if in_memory
+                else files.enter_context(open_evidence(Path(source)))  # type: ignore[arg-type]
+            )
+            container = av.open(raw, options={"protocol_whitelist": "data"})
+        except Exception as error:
+            raise DecodeError(f"cannot open video: {error}") from None
+        with container:
+            return _analyze_open(
+                source,
+                container,
+                interval=interval,
+                working_size=working_size,
+                max_frames=max_frames,
+                max_seconds=max_seconds,
+                keep_pixels=keep_pixels,
+                budget=_DecodeBudget(max_decoded, max_rate, max_wall),
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(slots=True)
+class _DecodeBudget:
+    frames: int
+    rate: float
+    seconds: float
+
+    def exceeded(self, decoded: int, t: float, started: float) -> str | None:
+        if decoded > self.frames:
+            return f"decode limit: {self.frames} frames decoded, stopped at {t:.3f} s"
+        if decoded > self.rate * (t + 1.0):
+            return (
+                f"frame-rate limit: {decoded} frames decoded in the first {t:.3f} s "
+                f"(> {self.rate:g} per second)"
+            )
+        if time.monotonic() - started > self.seconds:
+            return f"decode time limit: stopped after {self.seconds:g} s of decoding at {t:.3f} s"
+        return None
+
+
+def _analyze_open(
+    source: bytes | Path,
+    container: av.container.InputContainer,
+    *,
+    interval: float,
+    working_size: int,
+    max_frames: int,
+    max_seconds: float,
+    keep_pixels: bool,
+    budget: _DecodeBudget,
+) -> VideoAnalysis:
+    in_memory = isinstance(source, bytes | bytearray | memoryview)
+    stream = _video_stream(container)
+    ctx = stream.codec_context
+    ctx.thread_type = "AUTO"
+    codec, coded = ctx.name, (stream.width or None, stream.height or None)
+    fps = _fps(stream)
+    duration = _duration(stream, container)
+    scan = _scan(
+        container,
+        stream,
+        interval=interval,
+        working_size=working_size,
+        max_frames=max_frames,
+        max_seconds=max_seconds,
+        keep_pixels=keep_pixels,
+        fps=fps,
+        budget=budget,
+    )
     if duration is None and scan.truncated is None:
         duration = scan.end
     width, height = coded if scan.rotation % 180 == 0 else coded[::-1]
     features, vpdq_source = None, "pdqhash"
-    if scan.truncated is None and coded[0] and coded[1]:
+    if scan.truncated is None and in_memory and coded[0] and coded[1]:
         features = _reference_vpdq(source, _fit(coded[0], coded[1], working_size))
         vpdq_source = "vpdq" if features else vpdq_source
     analysis = VideoAnalysis(
@@ -202,6 +264,7 @@ def _scan(
     max_seconds: float,
     keep_pixels: bool,
     fps: float | None,
+    budget: _DecodeBudget,
 ) -> _Scan:
     """Decode sequentially and keep frames.
 
@@ -216,10 +279,15 @@ def _scan(
     next_mark = next_second = 0.0
     last_kept = -math.inf
     decoder = _Frames(container, stream)
+    started = time.monotonic()
     for index, frame in enumerate(decoder):
         t = _frame_time(frame, start, index, fps)
         if t > max_seconds + _EPS:
             scan.truncated = f"time limit: decoding stopped at {max_seconds:g} s"
+            break
+        cut = budget.exceeded(index + 1, t, started)
+        if cut is not None:
+            scan.truncated = cut
             break
         scan.end = t + (1.0 / fps if fps else 0.0)
         on_mark = t >= next_mark - _EPS

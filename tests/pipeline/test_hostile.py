@@ -375,3 +375,27 @@ def test_evidence_root_byte_budget_is_shared_by_all_archives(tmp_path: Path) -> 
 
     assert got["a.tar"].error is None
     assert got["b.tar"].error == "evidence root expansion budget spent: > 40000 bytes expanded"
+
+
+def test_the_pass_leaves_access_times_of_large_files_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_video import make_video
+
+    from heroes.pipeline import runner
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "v.mp4").write_bytes(make_video(seconds=1))
+    (ev / "p.jpg").write_bytes(jpeg(3))
+    (ev / "a.zip").write_bytes(_zip([("m.txt", b"m")]))
+    # every file counts as large: none is kept in memory, each is opened again to decode
+    monkeypatch.setattr(runner, "KEEP_BYTES", 0)
+    stamps = {}
+    for p in ev.iterdir():
+        os.utime(p, (1_000_000_000, 1_500_000_000))
+        stamps[p.name] = os.stat(p).st_atime
+    triage(ev, tmp_path / "case", settings=_settings())
+    rows = {r["path"]: r for r in _rows(tmp_path / "case")}
+    assert rows["v.mp4"]["video"]["keyframes"] and rows["p.jpg"]["pdq"]
+    assert {p.name: os.stat(p).st_atime for p in ev.iterdir()} == stamps
