@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sqlite3
 import tarfile
 import zipfile
 from pathlib import Path
@@ -399,3 +400,85 @@ def test_the_pass_leaves_access_times_of_large_files_as_they_were(
     rows = {r["path"]: r for r in _rows(tmp_path / "case")}
     assert rows["v.mp4"]["video"]["keyframes"] and rows["p.jpg"]["pdq"]
     assert {p.name: os.stat(p).st_atime for p in ev.iterdir()} == stamps
+
+
+# --- hash sets -----------------------------------------------------------------------------------
+
+
+def test_a_vics_file_with_a_lone_surrogate_escape_imports(tmp_path: Path) -> None:
+    from heroes.pipeline.runner import import_hashsets
+
+    md5 = hashlib.md5(b"x").hexdigest()
+    doc = (
+        '{"odata.metadata": "http://github.com/ICMEC/ProjectVic/DataModels/1.3.xml#Media",'
+        ' "value": [{"MediaID": 1, "Category": 1, "MD5": "MD5HERE", "Series": "a\\ud800b",'
+        ' "\\udfff": "key"}]}'
+    ).replace("MD5HERE", md5)
+    (tmp_path / "v.json").write_text(doc)
+    store = CaseStore(tmp_path / "case")
+    try:
+        ((_name, entries, rejected, new),) = import_hashsets(store, [tmp_path / "v.json"])
+        assert (entries, rejected, new) == (1, 0, True)
+        ((_meta, entry, _method),) = store.match_exact(md5, None, None)
+        assert entry.label == "a\ufffdb"
+    finally:
+        store.close()
+
+
+def test_a_hash_list_whose_first_line_is_bad_keeps_the_rest(tmp_path: Path) -> None:
+    from heroes.pipeline.hashsets import open_hashset
+
+    good = [hashlib.md5(bytes([i])).hexdigest() for i in range(9)]
+    (tmp_path / "l.txt").write_text("\n".join(["not-a-hash", *good]) + "\n")
+    info, rows, stats = open_hashset(tmp_path / "l.txt")
+    assert [e.md5 for e in rows] == good
+    assert stats.rejected == 1 and stats.rejects[0].startswith("line 1: ")
+
+
+def _nsrl_db(path: Path, view_sql: str) -> None:
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE METADATA (sha256 TEXT, sha1 TEXT, md5 TEXT, file_name TEXT)")
+        for i in range(3):
+            d = bytes([i])
+            con.execute(
+                "INSERT INTO METADATA VALUES (?, ?, ?, ?)",
+                (
+                    hashlib.sha256(d).hexdigest(),
+                    hashlib.sha1(d).hexdigest(),
+                    hashlib.md5(d).hexdigest(),
+                    f"f{i}",
+                ),
+            )
+        con.execute(view_sql)
+    con.close()
+
+
+def test_an_nsrl_file_view_that_recurses_is_refused(tmp_path: Path) -> None:
+    from heroes.pipeline.hashsets import HashSetError, open_hashset
+
+    _nsrl_db(
+        tmp_path / "r.db",
+        "CREATE VIEW FILE AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+        "SELECT m.sha256, m.sha1, m.md5, m.file_name FROM METADATA m, n",
+    )
+    with pytest.raises(HashSetError, match="recursive"):
+        open_hashset(tmp_path / "r.db")
+
+
+def test_an_nsrl_file_view_that_multiplies_rows_stops_with_an_error(tmp_path: Path) -> None:
+    from heroes.pipeline.hashsets import HashSetError, open_hashset
+
+    _nsrl_db(
+        tmp_path / "x.db",
+        "CREATE VIEW FILE AS SELECT a.sha256, a.sha1, a.md5, a.file_name "
+        "FROM METADATA a, METADATA b, METADATA c",
+    )
+    _info, rows, _stats = open_hashset(tmp_path / "x.db")
+    with pytest.raises(HashSetError, match="more rows than all tables hold"):
+        list(rows)
+    _nsrl_db(
+        tmp_path / "ok.db",
+        "CREATE VIEW FILE AS SELECT sha256, sha1, md5, file_name FROM METADATA",
+    )
+    _info, rows, _stats = open_hashset(tmp_path / "ok.db")
+    assert len(list(rows)) == 3
