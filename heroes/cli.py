@@ -24,6 +24,7 @@ from rich.text import Text
 
 from heroes import __version__
 from heroes.config import Settings
+from heroes.names import shown
 
 app = typer.Typer(
     name="heroes",
@@ -43,17 +44,14 @@ app.add_typer(models_app, name="models")
 err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 out = Console(markup=False, emoji=False, highlight=False)
 
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_CONTROLS_BUT_NEWLINE = {c: v for c, v in _CONTROLS.items() if c != 0x0A}
-
 
 def _shown(value: object) -> str:
     """A value as printed: control characters (ESC, CR, BEL, ...) as ``\\xNN``."""
-    return str(value).translate(_CONTROLS)
+    return shown(value)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(Text.assemble(("error:", "bold red"), " ", message.translate(_CONTROLS_BUT_NEWLINE)))
+    err.print(Text.assemble(("error:", "bold red"), " ", shown(message, keep_newlines=True)))
     return typer.Exit(code)
 
 

@@ -34,6 +34,7 @@ import py7zr.helpers
 import py7zr.io
 
 from heroes.config import Limits, MiB, get_settings
+from heroes.names import UNSAFE, escape
 from heroes.pipeline.identify import SNIFF_BYTES, sniff
 
 __all__ = [
@@ -244,14 +245,10 @@ def _describe(kind: str, exc: Exception) -> str:
     return f"corrupt {kind}: {text}"
 
 
-#: code points shown as ``\\xNN`` (their UTF-8 bytes) in paths and reasons: a literal backslash (so
-#: that ``\\x`` only ever introduces an escape), C0 and C1 controls and DEL (so that no name can
-#: move a terminal's cursor, clear it or start an escape sequence), and the bytes of undecodable
-#: names (``surrogateescape`` turns byte 0xNN into U+DCNN)
-_ESCAPES: dict[int, str] = {
-    c: "".join(f"\\x{b:02x}" for b in chr(c).encode("utf-8"))
-    for c in (*range(0x20), 0x5C, *range(0x7F, 0xA0))
-}
+#: code points shown as ``\\xNN`` (their UTF-8 bytes) in paths and reasons: the unsafe ones (see
+#: :data:`heroes.names.UNSAFE`), a literal backslash (so that ``\\x`` only ever introduces an
+#: escape), and the bytes of undecodable names (``surrogateescape`` turns byte 0xNN into U+DCNN)
+_ESCAPES: dict[int, str] = {c: escape(c) for c in (*UNSAFE, 0x5C)}
 _ESCAPES.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
 #: a ``!`` that ends a name or one of its ``/``-separated parts would read as the archive
 #: separator ``!/`` (a folder ``a.zip!`` beside ``a.zip``); it is shown as ``\\x21``
