@@ -482,3 +482,21 @@ def test_an_nsrl_file_view_that_multiplies_rows_stops_with_an_error(tmp_path: Pa
     )
     _info, rows, _stats = open_hashset(tmp_path / "ok.db")
     assert len(list(rows)) == 3
+
+
+def test_both_engines_write_the_same_records_for_a_hostile_seizure(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from heroes.config import RaySettings
+
+    ev, _newer = _colliding_seizure(tmp_path / "ev")
+    (ev / "poly.jpg").write_bytes(jpeg(1) + _zip([("inner.txt", b"hidden"), ("", b"empty")]))
+    (ev / "[red]\x1b[2J").write_bytes(jpeg(1))
+    by_engine = {}
+    for engine in ("local", "ray"):
+        s = Settings(engine=engine, models=False, ray=RaySettings(cpus=2))
+        assert triage(ev, tmp_path / engine, settings=s).engine == engine
+        by_engine[engine] = {r["path"]: r for r in _rows(tmp_path / engine)}
+    assert by_engine["ray"] == by_engine["local"]
+    shown = by_engine["ray"]["[red]\\x1b[2J"]
+    assert shown["status"] == "ok" and shown["pdq"] == by_engine["ray"]["poly.jpg"]["pdq"]
+    assert by_engine["ray"]["poly.jpg!/"]["size"] == 5
