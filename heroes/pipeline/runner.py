@@ -500,7 +500,11 @@ class _Pass:
             mime=ident.mime,
         )
         if entry.error:
-            row.update(status="error", error=entry.error)
+            if entry.archive_kind and ident.media_type in (MEDIA_IMAGE, MEDIA_VIDEO):
+                # a picture with a broken archive appended: the picture is still analysed
+                row["error"] = entry.error
+            else:
+                row.update(status="error", error=entry.error)
         known_good = False
         matches = self.store.match_exact(d.md5, d.sha1, d.sha256)
         bad = [m for m in matches if not m[0].known_good]

@@ -94,6 +94,7 @@ class _Scan:
     truncated: str | None = None
     rotation: int = 0
     end: float | None = None
+    elapsed: float = 0.0
 
 
 def analyze_video(
@@ -192,7 +193,9 @@ def _analyze_open(
         duration = scan.end
     width, height = coded if scan.rotation % 180 == 0 else coded[::-1]
     features, vpdq_source = None, "pdqhash"
-    if scan.truncated is None and in_memory and coded[0] and coded[1]:
+    # the reference decodes the whole video again: only when that fits in the time budget too
+    second_pass = scan.truncated is None and scan.elapsed <= budget.seconds / 2
+    if second_pass and in_memory and coded[0] and coded[1]:
         features = _reference_vpdq(source, _fit(coded[0], coded[1], working_size))
         vpdq_source = "vpdq" if features else vpdq_source
     analysis = VideoAnalysis(
@@ -314,6 +317,7 @@ def _scan(
                 next_mark = (math.floor(t / interval + _EPS) + 1) * interval
     if scan.truncated is None:
         scan.truncated = decoder.problem
+    scan.elapsed = time.monotonic() - started
     return scan
 
 

@@ -500,3 +500,15 @@ def test_both_engines_write_the_same_records_for_a_hostile_seizure(tmp_path: Pat
     shown = by_engine["ray"]["[red]\\x1b[2J"]
     assert shown["status"] == "ok" and shown["pdq"] == by_engine["ray"]["poly.jpg"]["pdq"]
     assert by_engine["ray"]["poly.jpg!/"]["size"] == 5
+
+
+def test_a_picture_whose_appended_zip_stops_early_is_still_analysed(tmp_path: Path) -> None:
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "poly.jpg").write_bytes(jpeg(4) + _zip([("a.txt", b"a"), ("b.txt", b"b")]))
+    triage(ev, tmp_path / "case", settings=_settings(limits=Limits(max_members=1)))
+    rows = {r["path"]: r for r in _rows(tmp_path / "case")}
+    poly = rows["poly.jpg"]
+    assert poly["status"] == "ok" and poly["pdq"] and poly["media_type"] == "image"
+    assert poly["error"] == "too many members: > 1" and poly["members"] == 1
+    assert set(rows) == {"poly.jpg", "poly.jpg!/a.txt"}
