@@ -1,7 +1,12 @@
 """The ``heroes`` command. Thin: parse, call the library, map errors to messages and exit codes.
 
 Exit codes: 0 done (bad files inside the evidence are records, not failures); 2 unusable
-arguments (missing evidence, unwritable or busy case, unreadable hash set); 130 interrupted.
+arguments (missing evidence, a bad option or ``HEROES_*`` value, a case inside the evidence, an
+unwritable, read-only, busy or other-version case, unreadable hash set); 130 interrupted.
+
+Names come from the seizure, so nothing printed is read as Rich markup and every control
+character of a value is shown as ``\\xNN``: a file called ``[red]`` or one holding a terminal
+escape sequence prints as what it is.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from heroes import __version__
 from heroes.config import Settings
+from heroes.names import shown
 
 app = typer.Typer(
     name="heroes",
@@ -35,13 +41,47 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
+out = Console(markup=False, emoji=False, highlight=False)
+
+
+def _shown(value: object) -> str:
+    """A value as printed: control characters (ESC, CR, BEL, ...) as ``\\xNN``."""
+    return shown(value)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(Text.assemble(("error:", "bold red"), " ", shown(message, keep_newlines=True)))
     return typer.Exit(code)
+
+
+def _setting_problem(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        name = ".".join(str(x) for x in e["loc"])
+        env = "HEROES_" + "__".join(str(x) for x in e["loc"]).upper()
+        parts.append(f"{name} (option or {env}): {e['msg']}, got {e.get('input')!r}")
+    return "invalid setting " + "; ".join(parts)
+
+
+def _settings(**values: object) -> Settings:
+    """The settings, from options and ``HEROES_*``; a bad value is exit 2, not a traceback."""
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _fail(_setting_problem(exc)) from None
+
+
+def main() -> None:
+    """The console entry point: what the core raises for bad input becomes exit 2."""
+    from heroes.store.db import StoreError
+
+    try:
+        app()
+    except ValidationError as exc:
+        raise SystemExit(_fail(_setting_problem(exc)).exit_code) from None
+    except StoreError as exc:
+        raise SystemExit(_fail(str(exc)).exit_code) from None
 
 
 @app.callback(invoke_without_command=True)
@@ -56,7 +96,7 @@ def _main(
 @app.command()
 def triage(
     seizure: Annotated[Path, typer.Argument(help="Evidence root: a folder, an archive or a file.")],
-    case: Annotated[Path, typer.Option("--case", help="Case folder (created if missing).")],
+    case: Annotated[str, typer.Option("--case", help="Case folder (created if missing).")],
     hashset: Annotated[
         list[Path] | None, typer.Option("--hashset", help="Known-bad hash set to import and match.")
     ] = None,
@@ -134,10 +174,15 @@ def triage(
 
     if not seizure.exists() and not seizure.is_symlink():
         raise _fail(f"evidence not found: {seizure}")
+    if not case.strip():
+        raise _fail(
+            "--case needs a folder name (an empty one would put the case in the current folder)"
+        )
+    case_dir = Path(case)
     for hs in [*(hashset or []), *(known_good or [])]:
         if not hs.is_file():
             raise _fail(f"hash set not found: {hs}")
-    settings = Settings(workers=workers)
+    settings = _settings(workers=workers)
     if models is not None:
         settings = settings.model_copy(update={"models": models})
     if engine is not None:
@@ -175,7 +220,7 @@ def triage(
     try:
         summary = run_triage(
             seizure,
-            case,
+            case_dir,
             settings=settings,
             hashsets=hashset or [],
             known_good=known_good or [],
@@ -191,15 +236,15 @@ def triage(
         print(json.dumps(summary.to_dict(), indent=2))
     else:
         print_summary(summary.to_dict())
-        print_known_bad(case)
-        print_faces(case)
+        print_known_bad(case_dir)
+        print_faces(case_dir)
 
 
 def print_known_bad(case: Path, limit: int = 20) -> None:
     from heroes.pipeline.report import known_bad_matches
     from heroes.store.db import CaseStore
 
-    store = CaseStore(case, Settings().db_url, create=False)
+    store = CaseStore(case, _settings().db_url, create=False)
     try:
         found = known_bad_matches(store, limit)
     finally:
@@ -213,13 +258,27 @@ def print_known_bad(case: Path, limit: int = 20) -> None:
         cat = m["category"] or "-"
         if m.get("category_name"):
             cat = f"{cat} {m['category_name']}"
-        t.add_row(str(m["item_id"]), m["path"], m["hashset"], cat, m["method"], str(m["distance"]))
+        t.add_row(
+            str(m["item_id"]),
+            _shown(m["path"]),
+            _shown(m["hashset"]),
+            _shown(cat),
+            m["method"],
+            str(m["distance"]),
+        )
     out.print(t)
 
 
 def print_summary(s: dict) -> None:  # type: ignore[type-arg]
     out.print(
-        f"[bold]case[/] {s['case']}  [bold]evidence[/] {s['evidence']}\n"
+        Text.assemble(
+            ("case", "bold"),
+            f" {_shown(s['case'])}  ",
+            ("evidence", "bold"),
+            f" {_shown(s['evidence'])}",
+        )
+    )
+    out.print(
         f"{s['new']} new records, {s['already_done']} already done, {s['updated']} updated; "
         f"{s['bytes'] / 1e6:.1f} MB in {s['elapsed_s']:.1f} s ({s['files_per_s']:.1f} files/s"
         + (f", {s['frames']} frames, {s['frames_per_s']:.1f} frames/s)" if s.get("frames") else ")")
@@ -237,7 +296,7 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
     else:
         out.print(f"engine: {s.get('engine', 'local')} process pool")
     if s["hashsets_imported"]:
-        out.print("hash sets imported: " + ", ".join(s["hashsets_imported"]))
+        out.print("hash sets imported: " + _shown(", ".join(s["hashsets_imported"])))
     if s["by_type_status"]:
         statuses = sorted({r["status"] for r in s["by_type_status"]})
         t = Table(title="files by type and status")
@@ -258,14 +317,14 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
         t.add_column("kind")
         t.add_column("files", justify="right")
         for kind, n in s["errors"].items():
-            t.add_row(kind, str(n))
+            t.add_row(_shown(kind), str(n))
         out.print(t)
     if s["matches"]:
         t = Table(title="known-hash matches")
         for col in ("hash set", "category", "method", "files"):
             t.add_column(col, overflow="fold")
         for m in s["matches"]:
-            t.add_row(m["hashset"], m["category"], m["method"], str(m["count"]))
+            t.add_row(_shown(m["hashset"]), _shown(m["category"]), m["method"], str(m["count"]))
         out.print(t)
     else:
         out.print("no known-hash matches")
@@ -279,14 +338,17 @@ def print_summary(s: dict) -> None:  # type: ignore[type-arg]
             soft_wrap=True,
         )
         for name, why in missing.items():
-            out.print(f"[yellow]model {name} not used:[/] {why}", soft_wrap=True)
+            out.print(
+                Text.assemble((f"model {name} not used:", "yellow"), " ", _shown(why)),
+                soft_wrap=True,
+            )
 
 
 def print_faces(case: Path, limit: int = 10) -> None:
     from heroes.pipeline.report import faces_found
     from heroes.store.db import CaseStore
 
-    store = CaseStore(case, Settings().db_url, create=False)
+    store = CaseStore(case, _settings().db_url, create=False)
     try:
         found = faces_found(store, limit)
     finally:
@@ -301,7 +363,7 @@ def print_faces(case: Path, limit: int = 10) -> None:
         lo, hi = f.get("age_interval") or (None, None)
         t.add_row(
             str(f["item_id"]),
-            f["path"],
+            _shown(f["path"]),
             t_s,
             f"{f.get('age', float('nan')):.0f}",
             f"{lo:.0f}-{hi:.0f}" if lo is not None else "",
@@ -323,7 +385,7 @@ def queue(
     from heroes.store.db import CaseStore, StoreError
 
     try:
-        store = CaseStore(case, Settings().db_url, create=False)
+        store = CaseStore(case, _settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:
@@ -346,9 +408,9 @@ def queue(
             str(r["rank"]),
             f"{(r['priority'] or 0):.3f}",
             str(r["item_id"]),
-            escape(r["path"]),
-            escape(why),
-            escape(_label_text(r["label"])),
+            _shown(r["path"]),
+            _shown(why),
+            _shown(_label_text(r["label"])),
         )
     out.print(t)
 
@@ -412,9 +474,9 @@ def search(
     if all_under:
         cases = sorted({p.parent for root in cases for p in root.rglob(DB_FILE)})
     for c in cases:
-        if not (c / DB_FILE).is_file() and not Settings().db_url:
+        if not (c / DB_FILE).is_file() and not _settings().db_url:
             raise _fail(f"no case at {c}")
-    settings = Settings()
+    settings = _settings()
     try:
         if face is not None:
             hits = search_faces(cases, face, k=k, settings=settings)
@@ -443,9 +505,9 @@ def search(
             str(h.rank),
             f"{h.score:.3f}",
             "" if h.query_face is None else str(h.query_face),
-            Path(h.case).name,
+            _shown(Path(h.case).name),
             str(h.item_id),
-            h.path or "?",
+            _shown(h.path or "?"),
             "" if h.frame_time is None else f"{h.frame_time:.1f} s",
             "" if h.bbox is None else ",".join(f"{v:.0f}" for v in h.bbox),
         )
@@ -496,7 +558,13 @@ def persons(
     for col in ("person", "faces", "files", "videos", "examples"):
         t.add_column(col, overflow="fold")
     for p in people:
-        t.add_row(str(p.identity), str(p.faces), str(p.files), str(p.videos), "; ".join(p.examples))
+        t.add_row(
+            str(p.identity),
+            str(p.faces),
+            str(p.files),
+            str(p.videos),
+            _shown("; ".join(p.examples)),
+        )
     out.print(t)
 
 
@@ -539,7 +607,7 @@ def export(
     if output is not None and not output.parent.is_dir():
         raise _fail(f"cannot write {output}: folder {output.parent} does not exist")
     try:
-        store = CaseStore(case, Settings().db_url, create=False)
+        store = CaseStore(case, _settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:
@@ -559,11 +627,13 @@ def export(
             n = do_export(store, fmt, output)
     except (ExportError, VicsError, StoreError) as exc:
         raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc.strerror or exc}") from exc
     finally:
         store.close()
     if output is not None:
         what = "VICS Media" if fmt == "vics" else "records"
-        err.print(f"{n} {what} written to {output}")
+        err.print(f"{n} {what} written to {_shown(output)}")
 
 
 @app.command()
@@ -703,13 +773,13 @@ def hashsets_import(
         if not f.is_file():
             raise _fail(f"hash set not found: {f}")
     try:
-        store = CaseStore(into, Settings().db_url)
+        store = CaseStore(into, _settings().db_url)
         done = import_hashsets(store, files, known_good=True if known_good else None)
     except (StoreError, HashSetError) as exc:
         raise _fail(str(exc)) from exc
     for name, entries, rejected, new in done:
         state = "imported" if new else "already in the case"
-        out.print(f"{name}: {entries} entries, {rejected} rejected rows ({state})")
+        out.print(f"{_shown(name)}: {entries} entries, {rejected} rejected rows ({state})")
     store.close()
 
 
@@ -719,7 +789,7 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
     from heroes.store.db import CaseStore, StoreError
 
     try:
-        store = CaseStore(case, Settings().db_url, create=False)
+        store = CaseStore(case, _settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     rows = store.hashset_rows()
@@ -729,9 +799,9 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(
-            r.name,
+            _shown(r.name),
             r.format,
-            r.scheme,
+            _shown(r.scheme),
             "yes" if r.known_good else "no",
             str(r.entries),
             str(r.rejected),
@@ -739,7 +809,7 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
     out.print(t)
     for r in rows:
         cats = "; ".join(f"{k} {v}" for k, v in r.categories.items()) or "none"
-        out.print(f"{r.name} categories ({r.scheme}): {cats}", soft_wrap=True)
+        out.print(_shown(f"{r.name} categories ({r.scheme}): {cats}"), soft_wrap=True)
     store.close()
 
 
@@ -840,4 +910,4 @@ def models_export(
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -26,6 +26,21 @@ class Limits(BaseModel):
     max_archive_bytes: int = Field(8 * GiB, gt=0, description="total expanded bytes per archive")
     max_ratio: float = Field(100.0, gt=0, description="expanded / packed size of an archive")
     max_members: int = Field(100_000, gt=0, description="members per archive")
+    max_nested_bytes: int = Field(
+        16 * GiB,
+        gt=0,
+        description="expanded bytes of one file on disk, its archive and every archive nested in "
+        "it together (the ratio limit applies to this total against the file's size too)",
+    )
+    max_nested_members: int = Field(
+        250_000, gt=0, description="members of one file on disk and its nested archives together"
+    )
+    max_evidence_bytes: int = Field(
+        1024 * GiB, gt=0, description="expanded bytes of all archives of one evidence root"
+    )
+    max_evidence_members: int = Field(
+        10_000_000, gt=0, description="archive members of one evidence root"
+    )
     max_pixels: int = Field(
         178_956_970, gt=0, description="pixels of one image (Pillow's bomb limit)"
     )
@@ -34,6 +49,18 @@ class Limits(BaseModel):
     )
     max_frames: int = Field(2_000, gt=0, description="frames kept per video")
     max_video_seconds: float = Field(4 * 3600.0, gt=0, description="video time decoded per file")
+    max_decoded_frames: int = Field(
+        1_000_000, gt=0, description="frames decoded per video (kept or not)"
+    )
+    max_frame_rate: float = Field(
+        1000.0,
+        gt=0,
+        description="frames decoded per second of the video's own timeline (past it, timestamps "
+        "squeeze frames together to make decoding cost more than the video lasts)",
+    )
+    max_decode_seconds: float = Field(
+        600.0, gt=0, description="wall-clock seconds spent decoding one video"
+    )
 
 
 class DiskImageSettings(BaseModel):

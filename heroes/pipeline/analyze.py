@@ -25,6 +25,9 @@ class AnalyzeOptions:
     keyframe_interval: float = 1.0
     max_frames: int = 2000
     max_video_seconds: float = 14400.0
+    max_decoded_frames: int = 1_000_000
+    max_frame_rate: float = 1000.0
+    max_decode_seconds: float = 600.0
     models: InferOptions | None = None
     nudity_threshold: float = 0.5
     decode_hook: str | None = None
@@ -177,6 +180,9 @@ def decode_media(
                 working_size=opts.working_size,
                 max_frames=opts.max_frames,
                 max_seconds=opts.max_video_seconds,
+                max_decoded=opts.max_decoded_frames,
+                max_rate=opts.max_frame_rate,
+                max_wall=opts.max_decode_seconds,
                 keep_pixels=opts.models is not None,
             )
             rec = vid.to_record()

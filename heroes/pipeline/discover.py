@@ -16,6 +16,7 @@ import io
 import lzma
 import os
 import queue
+import re
 import stat
 import struct
 import tarfile
@@ -33,6 +34,7 @@ import py7zr.helpers
 import py7zr.io
 
 from heroes.config import DiskImageSettings, Limits, MiB, get_settings
+from heroes.names import UNSAFE, escape
 from heroes.pipeline.identify import SNIFF_BYTES, StreamSource, sniff
 
 __all__ = [
@@ -43,8 +45,11 @@ __all__ = [
     "LimitExceeded",
     "Member",
     "Opener",
+    "Pool",
+    "OCCURRENCE",
     "Unreadable",
     "content_source",
+    "path_part",
     "register_opener",
     "walk",
 ]
@@ -108,19 +113,72 @@ class LimitExceeded(Unreadable):
     """An archive went past one of the :class:`~heroes.config.Limits`."""
 
 
+class Pool:
+    """Expansion shared by several archives: everything nested in one file on disk, or every
+    archive of one evidence root. Per-archive limits alone multiply through nesting (a 1.7 KB
+    ``.tgz`` of archives of archives stays under each archive's limits and still expands to
+    gigabytes); a pool that is spent stops every archive charging it, with ``what`` in the error.
+    """
+
+    __slots__ = ("max_bytes", "max_members", "members", "packed", "ratio", "total", "what")
+
+    def __init__(
+        self, what: str, max_bytes: int, max_members: int, packed: int | None, ratio: float
+    ) -> None:
+        self.what = what
+        self.max_bytes = max_bytes
+        self.max_members = max_members
+        self.packed = packed
+        self.ratio = ratio
+        self.total = 0
+        self.members = 0
+
+    def spent(self) -> str | None:
+        """Why this pool allows no more expansion, or None."""
+        if self.total > self.max_bytes:
+            return f"{self.what} expansion budget spent: > {self.max_bytes} bytes expanded"
+        if self.members > self.max_members:
+            return f"{self.what} member budget spent: > {self.max_members} members"
+        if self.packed is not None and self.total > RATIO_FLOOR:
+            ratio = self.total / max(self.packed, 1)
+            if ratio > self.ratio:
+                shown = _ratio(ratio, self.ratio)
+                return (
+                    f"{self.what} expansion budget spent: expansion ratio {shown} "
+                    f"> {self.ratio:g} over all nested archives"
+                )
+        return None
+
+    def add(self, n: int) -> None:
+        self.total += n
+        why = self.spent()
+        if why is not None:
+            raise LimitExceeded(why)
+
+    def add_member(self) -> None:
+        self.members += 1
+        why = self.spent()
+        if why is not None:
+            raise LimitExceeded(why)
+
+
 class Budget:
-    """Expanded bytes of one archive, checked against the size and ratio limits as they grow.
+    """Expanded bytes of one archive, checked against the size and ratio limits as they grow,
+    and charged to the :class:`Pool` s it belongs to (the file on disk, the evidence root).
 
     Checking while bytes are produced (not from header sizes, which lie) is what stops a bomb
     before it is fully expanded.
     """
 
-    __slots__ = ("label", "limits", "packed", "total")
+    __slots__ = ("label", "limits", "packed", "pools", "total")
 
-    def __init__(self, limits: Limits, packed: int, label: str) -> None:
+    def __init__(
+        self, limits: Limits, packed: int, label: str, pools: tuple[Pool, ...] = ()
+    ) -> None:
         self.limits = limits
         self.packed = packed
         self.label = label
+        self.pools = pools
         self.total = 0
 
     def add(self, n: int) -> None:
@@ -132,6 +190,8 @@ class Budget:
         ratio = self.total / max(self.packed, 1)
         if self.total > RATIO_FLOOR and ratio > self.limits.max_ratio:
             raise LimitExceeded(_bomb_text(self.label, ratio, self.limits.max_ratio))
+        for pool in self.pools:
+            pool.add(n)
 
 
 @dataclass(slots=True)
@@ -157,8 +217,17 @@ class Archive:
 Opener = Callable[[Archive], Iterator[Member]]
 
 
+def _ratio(ratio: float, limit: float) -> str:
+    """A ratio with enough digits that it never reads as equal to the limit it passed."""
+    for digits in range(7):
+        text = f"{ratio:.{digits}f}"
+        if float(text) > limit:
+            return text
+    return f"{ratio!r}"
+
+
 def _bomb_text(label: str, ratio: float, limit: float) -> str:
-    return f"{label} bomb: expansion ratio {ratio:.0f} > {limit:g}"
+    return f"{label} bomb: expansion ratio {_ratio(ratio, limit)} > {limit:g}"
 
 
 def _too_large(cap: int) -> str:
@@ -188,13 +257,33 @@ def _describe(kind: str, exc: Exception) -> str:
     return f"corrupt {kind}: {text}"
 
 
+#: code points shown as ``\\xNN`` (their UTF-8 bytes) in paths and reasons: the unsafe ones (see
+#: :data:`heroes.names.UNSAFE`), a literal backslash (so that ``\\x`` only ever introduces an
+#: escape), and the bytes of undecodable names (``surrogateescape`` turns byte 0xNN into U+DCNN)
+_ESCAPES: dict[int, str] = {c: escape(c) for c in (*UNSAFE, 0x5C)}
+_ESCAPES.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
+#: a ``!`` that ends a name or one of its ``/``-separated parts would read as the archive
+#: separator ``!/`` (a folder ``a.zip!`` beside ``a.zip``); it is shown as ``\\x21``
+_BANG = re.compile(r"!(?=/|$)")
+#: the n-th (n >= 2) member of an archive whose name repeats an earlier one gets this suffix; a
+#: literal backslash is always escaped, so the suffix cannot come from a name
+OCCURRENCE = "\\#"
+
+
 def _clean(name: str) -> str:
-    """A printable, valid Unicode form of a stored name: undecodable bytes become ``\\xNN``."""
+    """A printable, valid Unicode form of a stored name: undecodable bytes, backslashes and
+    control characters become ``\\xNN``, so different names never get the same text."""
     try:
         raw = name.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         raw = name.encode("utf-8", "surrogatepass")
-    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    return raw.decode("utf-8", "surrogateescape").translate(_ESCAPES)
+
+
+def path_part(name: str) -> str:
+    """A name as it appears in an evidence path: :func:`_clean`, and a ``!`` that ends a part is
+    escaped, so ``!/`` in a path only ever separates an archive from its members."""
+    return _BANG.sub("\\\\x21", _clean(name))
 
 
 class _Reader(Protocol):
@@ -219,6 +308,7 @@ def _read_member(
     *,
     budget: Budget | None = None,
     packed: int | None = None,
+    label: str = "zip",
 ) -> tuple[bytes | None, str | None]:
     """Read one member with a cap of ``max_member_bytes + 1``, never trusting a header size.
 
@@ -237,7 +327,7 @@ def _read_member(
         if packed is not None and len(buf) > RATIO_FLOOR:
             ratio = len(buf) / max(packed, 1)
             if ratio > limits.max_ratio:
-                return None, _bomb_text("zip", ratio, limits.max_ratio)
+                return None, _bomb_text(label, ratio, limits.max_ratio)
         if len(buf) > cap:
             return None, _too_large(cap)
 
@@ -308,7 +398,7 @@ def _open_zip(arc: Archive) -> Iterator[Member]:
         raise Unreadable(_describe("zip", exc)) from exc
     with zf:
         for info in zf.infolist():
-            if info.is_dir():
+            if info.filename.endswith("/"):  # is_dir() raises on an empty name
                 continue
             name, size, mtime = info.orig_filename, info.file_size, _zip_mtime(info)
             if info.flag_bits & 0x1:
@@ -432,8 +522,12 @@ _TAR_SKIPPED = (
 )
 
 
-def _tar_members(stream: _Metered, limits: Limits) -> Iterator[Member]:
-    """Members of a tar read as a stream (``r|``): a compressed tar is never seeked or buffered."""
+def _tar_members(stream: _Metered, limits: Limits, budget: Budget) -> Iterator[Member]:
+    """Members of a tar read as a stream (``r|``): a compressed tar is never seeked or buffered.
+
+    A sparse member's holes are zeros that are not in the stream: its bytes are charged to the
+    budget and checked against the ratio limit, against the data it really stores.
+    """
     tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
     while True:
         ti = tf.next()
@@ -458,7 +552,15 @@ def _tar_members(stream: _Metered, limits: Limits) -> Iterator[Member]:
             continue
         try:
             f = tf.extractfile(ti)
-            data, error = _read_member(f, limits) if f is not None else (b"", None)
+            if f is None:
+                data, error = b"", None
+            elif ti.issparse():
+                stored = sum(n for _, n in ti.sparse or ())
+                data, error = _read_member(
+                    f, limits, budget=budget, packed=stored, label="sparse tar member"
+                )
+            else:
+                data, error = _read_member(f, limits)
         except LimitExceeded as exc:
             yield Member(name, size, mtime, error=str(exc))
             raise
@@ -472,7 +574,7 @@ def _tar_members(stream: _Metered, limits: Limits) -> Iterator[Member]:
 
 
 def _open_tar(arc: Archive) -> Iterator[Member]:
-    return _tar_members(_Metered(arc.stream, arc.budget), arc.limits)
+    return _tar_members(_Metered(arc.stream, arc.budget), arc.limits, arc.budget)
 
 
 _DECOMPRESSORS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
@@ -519,7 +621,7 @@ def _compressed_opener(kind: str) -> Opener:
                 yield Member(name, error=_describe(kind, exc))
                 raise
             if sniff(head).archive_kind == "tar":
-                yield from _tar_members(stream, arc.limits)
+                yield from _tar_members(stream, arc.limits, arc.budget)
                 return
             stamp = getattr(raw, "mtime", None)
             mtime = float(stamp) if stamp else None
@@ -727,6 +829,40 @@ def register_opener(
 # --- the walk ------------------------------------------------------------------------------------
 
 
+_EOCD = struct.Struct("<4sHHHHIIH")
+#: an end-of-central-directory record sits in the last 22 bytes plus a comment of at most 64 KiB
+_ZIP_TAIL = _EOCD.size + 0xFFFF
+
+
+def _appended_zip(tail: bytes) -> bool:
+    """Whether ``tail`` (the last bytes of a file whose head is not an archive) ends with a zip:
+    a JPEG with a zip appended opens as both. The end record must close the file exactly and point
+    back at a central directory, so random bytes that happen to contain ``PK\\5\\6`` do not turn
+    an image into a corrupt archive."""
+    pos = tail.rfind(b"PK\x05\x06")
+    while pos >= 0:
+        if pos + _EOCD.size <= len(tail):
+            *_, entries, cd_size, _cd_offset, comment = _EOCD.unpack_from(tail, pos)
+            start = pos - cd_size
+            if (
+                pos + _EOCD.size + comment == len(tail)
+                and entries > 0
+                and start >= 0
+                and tail[start : start + 4] == b"PK\x01\x02"
+            ):
+                return True
+        pos = tail.rfind(b"PK\x05\x06", 0, pos)
+    return False
+
+
+def _kind(head: bytes, tail: Callable[[], bytes]) -> str | None:
+    """The archive kind of a file from its head, or ``zip`` for a zip appended to anything."""
+    kind = sniff(head).archive_kind
+    if kind is None and len(head) >= 4 and _appended_zip(tail()):
+        return "zip"
+    return kind
+
+
 class _Walker:
     def __init__(
         self,
@@ -737,6 +873,14 @@ class _Walker:
         self.limits = limits
         self.skip_archive = skip_archive
         self.disk = disk
+        self.evidence = Pool(
+            "evidence root", limits.max_evidence_bytes, limits.max_evidence_members, None, 0.0
+        )
+        #: the pool of the file on disk being walked (set by :meth:`file`)
+        self.nested: Pool | None = None
+
+    def pools(self) -> tuple[Pool, ...]:
+        return (self.evidence,) if self.nested is None else (self.nested, self.evidence)
 
     def descend(self, entry: Entry, stream: BinaryIO, packed: int) -> Iterator[Entry]:
         """Yield the members of archive ``entry``, recursively; set its ``members``, ``error``."""
@@ -751,20 +895,31 @@ class _Walker:
         if opener is None:
             entry.error = f"no opener for {kind} archives"
             return
+        cap_of = MEMBER_CAPS.get(kind)
+        max_members = cap_of(self.disk) if cap_of is not None else self.limits.max_members
+        # A forensic image is evidence laid out, not an expansion: its files count against the
+        # evidence root's member budget only. Archives inside it share the image's nested pool.
+        pools = self.pools() if cap_of is None else (self.evidence,)
+        for pool in pools:
+            why = pool.spent()
+            if why is not None:
+                entry.error = f"not opened: {why}"
+                return
         label = "zip" if kind == "zip" else "decompression"
         arc = Archive(
             stream,
             entry.path.rpartition("/")[2],
             packed,
             self.limits,
-            Budget(self.limits, packed, label),
+            Budget(self.limits, packed, label, pools),
             fs_path=entry.fs_path if entry.depth == 0 else None,
             disk=self.disk,
         )
-        cap_of = MEMBER_CAPS.get(kind)
-        max_members = cap_of(self.disk) if cap_of is not None else self.limits.max_members
         members = opener(arc)
         count = 0
+        # paths must be unique: a repeated name (``tar -r`` appends a newer copy under the same
+        # name) gets an occurrence suffix; bounded like the members by ``max_members``
+        names: dict[str, int] = {}
         try:
             while True:
                 try:
@@ -777,8 +932,19 @@ class _Walker:
                 if count >= max_members:
                     entry.error = f"too many members: > {max_members}"
                     break
+                try:
+                    for pool in pools:
+                        pool.add_member()
+                except LimitExceeded as exc:
+                    entry.error = str(exc)
+                    break
                 count += 1
-                yield from self.member(entry, member)
+                path = f"{entry.path}!/{path_part(member.name)}"
+                seen = names.get(path, 0) + 1
+                names[path] = seen
+                if seen > 1:
+                    path = f"{path}{OCCURRENCE}{seen}"
+                yield from self.member(entry, member, path)
         finally:
             if isinstance(members, Generator):
                 members.close()
@@ -786,22 +952,28 @@ class _Walker:
             if arc.info:
                 entry.extra = {**(entry.extra or {}), **arc.info}
 
-    def member(self, parent: Entry, member: Member) -> Iterator[Entry]:
+    def member(self, parent: Entry, member: Member, path: str) -> Iterator[Entry]:
+        # ``size`` is bytes read: a member that was not read has none, whatever its header claims
+        size, error = member.size, member.error
+        if member.data is None:
+            size = None
+            if error is not None and member.size is not None:
+                error = f"{error} (header claims {member.size} bytes)"
         entry = Entry(
-            path=f"{parent.path}!/{_clean(member.name)}",
-            size=member.size,
+            path=path,
+            size=size,
             mtime=member.mtime,
             depth=parent.depth + 1,
             data=member.data,
             container=parent.path,
-            error=member.error,
+            error=error,
             skipped=member.skipped,
             ref=member.ref,
             extra=member.extra,
         )
         data = member.data
         if data is not None and member.error is None:
-            entry.archive_kind = sniff(data[:SNIFF_BYTES]).archive_kind
+            entry.archive_kind = _kind(data[:SNIFF_BYTES], lambda: data[-_ZIP_TAIL:])
             if entry.archive_kind is not None:
                 yield from self.descend(entry, io.BytesIO(data), len(data))
         elif member.ref is not None and member.error is None:
@@ -828,6 +1000,14 @@ class _Walker:
 
     def file(self, rel: str, full: Path, st: os.stat_result) -> Iterator[Entry]:
         entry = Entry(path=rel, size=st.st_size, mtime=st.st_mtime, depth=0, fs_path=full)
+        limits = self.limits
+        self.nested = Pool(
+            "nested-archive",
+            limits.max_nested_bytes,
+            limits.max_nested_members,
+            st.st_size,
+            limits.max_ratio,
+        )
         try:
             f = _open_regular(full)
         except _NotRegular as exc:
@@ -839,14 +1019,19 @@ class _Walker:
             yield entry
             return
         with f:
+
+            def tail() -> bytes:
+                f.seek(max(0, st.st_size - _ZIP_TAIL))
+                return _read_upto(f, _ZIP_TAIL)
+
             try:
                 head = _read_upto(f, SNIFF_BYTES)
+                entry.archive_kind = _kind(head, tail)
                 f.seek(0)
             except OSError as exc:
                 entry.error = _os_reason(exc)
                 yield entry
                 return
-            entry.archive_kind = sniff(head).archive_kind
             if entry.archive_kind is not None:
                 yield from self.descend(entry, f, st.st_size)
         yield entry
@@ -868,7 +1053,7 @@ class _Walker:
                 stack.pop()
                 prefixes.pop()
                 continue
-            rel = prefixes[-1] + _clean(de.name)
+            rel = prefixes[-1] + path_part(de.name)
             full = Path(de.path)
             try:
                 st = de.stat(follow_symlinks=False)
@@ -1002,7 +1187,7 @@ def walk(
     Raises :class:`FileNotFoundError` only when ``root`` does not exist; any other problem becomes
     an entry's ``error`` or ``skipped``.
     """
-    name = _clean(Path(os.path.abspath(root)).name) or "."
+    name = path_part(Path(os.path.abspath(root)).name) or "."
     real = Path(os.path.realpath(root))
     try:
         st = os.stat(real)

@@ -270,6 +270,25 @@ def _text(value: Any) -> Any:
     return value
 
 
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(value: Any) -> Any:
+    """Text that can be stored: a JSON escape such as ``"\\ud800"`` decodes to a lone surrogate,
+    which no UTF-8 store accepts; it becomes U+FFFD (in lists and objects too)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE_RE.sub("\ufffd", value)
+        return value
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    return value
+
+
 def _lower_keys(obj: dict[str, Any]) -> dict[str, Any]:
     return {k.lower(): v for k, v in obj.items()}
 
@@ -587,7 +606,7 @@ def _list_flavour(lines: list[str], comments: list[str]) -> str | None:
     lengths: list[int] = []
     labelled = coreutils = 0
     good = 0
-    for i, line in enumerate(lines):
+    for line in lines:
         first, rest = _token(line)
         if len(first) in _KIND_BY_LENGTH and _HEX_RE.fullmatch(first):
             good += 1
@@ -595,8 +614,7 @@ def _list_flavour(lines: list[str], comments: list[str]) -> str | None:
             if rest:
                 labelled += 1
                 coreutils += bool(_COREUTILS_RE.match(line))
-        elif i == 0:
-            return None
+    # a bad line anywhere (the first too) is one rejected record, not a reason to refuse the list
     if good < 0.8 * len(lines):
         return None
     if set(lengths) == {64}:
@@ -813,6 +831,8 @@ def _vics_plan(path: Path, forced: str | None) -> _Plan:
             }
         )
     meta["records"] = records
+    meta = _valid_text(meta)
+    cases = _valid_text(cases)
     if cases:
         meta["cases"] = cases
         if len(cases) == 1:
@@ -824,7 +844,7 @@ def _vics_plan(path: Path, forced: str | None) -> _Plan:
             if media is None:
                 yield from _vics_one(element, f"value[{i}]", None, scheme, stats)
                 continue
-            case_id = _ref(_lower_keys(element).get("caseid"))
+            case_id = _valid_text(_ref(_lower_keys(element).get("caseid")))
             for j, item in enumerate(media):
                 yield from _vics_one(item, f"value[{i}].Media[{j}]", case_id, scheme, stats)
 
@@ -852,6 +872,10 @@ def _vics_one(
         return
     if case_id is not None:
         entry.meta["CaseID"] = case_id
+    entry.label = _valid_text(entry.label)
+    entry.ref = _valid_text(entry.ref)
+    entry.category = _valid_text(entry.category)
+    entry.meta = _valid_text(entry.meta)
     stats.entries += 1
     yield entry
 
@@ -959,27 +983,47 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _nsrl_schema(path: Path) -> tuple[str, dict[str, str]]:
-    """The FILE table (or view) and its columns by lowercase name."""
+_RECURSIVE_RE = re.compile(r"\bRECURSIVE\b", re.IGNORECASE)
+
+
+def _nsrl_schema(path: Path) -> tuple[str, dict[str, str], int | None]:
+    """The FILE table (or view), its columns by lowercase name, and for a view the most rows it
+    may yield: the rows of all the database's tables together (RDSv3's FILE view joins each
+    METADATA row to its package). A recursive view could yield rows forever and is refused."""
     try:
         with closing(_connect_ro(path)) as con:
             names = con.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                "SELECT name, type, sql FROM sqlite_master WHERE type IN ('table', 'view')"
             ).fetchall()
-            table = next((n for (n,) in names if isinstance(n, str) and n.lower() == "file"), None)
-            if table is None:
+            found = next(
+                (r for r in names if isinstance(r[0], str) and r[0].lower() == "file"), None
+            )
+            if found is None:
                 raise _error(path, "an SQLite database without a FILE table, not an NSRL set")
+            table, kind = found[0], found[1]
+            cap: int | None = None
+            if kind == "view":
+                for name, k, sql in names:
+                    if k == "view" and isinstance(sql, str) and _RECURSIVE_RE.search(sql):
+                        raise _error(
+                            path, f"the view {name} is recursive (WITH RECURSIVE); not imported"
+                        )
+                cap = sum(
+                    con.execute(f"SELECT count(*) FROM {_quote_ident(name)}").fetchone()[0]
+                    for name, k, _sql in names
+                    if k == "table" and isinstance(name, str)
+                )
             info = con.execute(f"PRAGMA table_info({_quote_ident(table)})").fetchall()
     except sqlite3.Error as exc:
         raise _error(path, f"unreadable SQLite database ({exc})") from None
     columns = {str(row[1]).lower(): str(row[1]) for row in info}
     if not {"sha256", "sha1", "md5"} & columns.keys():
         raise _error(path, "the FILE table has no sha256, sha1 or md5 column")
-    return table, columns
+    return table, columns, cap
 
 
 def _nsrl_plan(path: Path) -> _Plan:
-    table, columns = _nsrl_schema(path)
+    table, columns, cap = _nsrl_schema(path)
     wanted = [c for c in _NSRL_COLUMNS if c in columns]
     sql = "SELECT {} FROM {}".format(
         ", ".join(_quote_ident(columns[c]) for c in wanted), _quote_ident(table)
@@ -994,6 +1038,12 @@ def _nsrl_plan(path: Path) -> _Plan:
             while batch := cursor.fetchmany(_NSRL_BATCH):
                 for row in batch:
                     rowno += 1
+                    if cap is not None and rowno > cap:
+                        raise _error(
+                            path,
+                            f"the FILE view yields more rows than all tables hold ({cap}); "
+                            "a view that multiplies rows is not imported",
+                        )
                     try:
                         entry = _nsrl_entry(dict(zip(wanted, row, strict=True)))
                     except _Reject as reason:

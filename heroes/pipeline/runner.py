@@ -209,7 +209,10 @@ def identify_source(
         reason = exc.strerror or str(exc)
         return _Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
     sniffed = sniff(head)
-    media = MEDIA_ARCHIVE if is_archive else sniffed.media_type
+    # a picture or video with an archive appended (a polyglot) is analysed as what it shows; its
+    # members were walked all the same
+    polyglot = sniffed.media_type in (MEDIA_IMAGE, MEDIA_VIDEO)
+    media = MEDIA_ARCHIVE if is_archive and not polyglot else sniffed.media_type
     return _Identified(digests, media, sniffed.mime, data)
 
 
@@ -329,6 +332,9 @@ class _Pass:
             keyframe_interval=settings.keyframe_interval,
             max_frames=settings.limits.max_frames,
             max_video_seconds=settings.limits.max_video_seconds,
+            max_decoded_frames=settings.limits.max_decoded_frames,
+            max_frame_rate=settings.limits.max_frame_rate,
+            max_decode_seconds=settings.limits.max_decode_seconds,
             models=models,
             nudity_threshold=settings.nudity_threshold,
             decode_hook=settings.decode_hook,
@@ -343,6 +349,9 @@ class _Pass:
         #: sha256 -> item id of every original of this run
         self.seen_sha: dict[str, int] = {}
         self.buffer: list[tuple[bool, dict[str, Any]]] = []
+        #: ids of new originals still decoding; a copy naming one waits in ``buffer`` until it is
+        #: written, so an interrupt never leaves a copy pointing at an item that does not exist
+        self.in_flight: set[int] = set()
         self.vectors: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.archives_done: list[str] = []
@@ -422,13 +431,20 @@ class _Pass:
             and time.monotonic() - self.last_flush < _FLUSH_SECONDS
         ):
             return
-        new = [r for is_new, r in self.buffer if is_new]
-        old = [r for is_new, r in self.buffer if not is_new]
+        ready: list[tuple[bool, dict[str, Any]]] = self.buffer
+        waiting: list[tuple[bool, dict[str, Any]]] = []
+        if self.in_flight:
+            ready = []
+            for pair in self.buffer:
+                held = pair[1].get("duplicate_of") in self.in_flight
+                (waiting if held else ready).append(pair)
+        new = [r for is_new, r in ready if is_new]
+        old = [r for is_new, r in ready if not is_new]
         if old:  # items the indexes may hold are analysed again
             mark_stale(self.store.case_dir)
         self.store.insert_and_update(new, old, self.vectors, replace_vectors=[r["id"] for r in old])
         self.vectors.clear()
-        self.buffer.clear()
+        self.buffer = waiting
         self.last_flush = time.monotonic()
 
     def _original_of(self, sha256: str) -> int | None:
@@ -474,7 +490,11 @@ class _Pass:
             mime=ident.mime,
         )
         if entry.error:
-            row.update(status="error", error=entry.error)
+            if entry.archive_kind and ident.media_type in (MEDIA_IMAGE, MEDIA_VIDEO):
+                # a picture with a broken archive appended: the picture is still analysed
+                row["error"] = entry.error
+            else:
+                row.update(status="error", error=entry.error)
         known_good = False
         matches = self.store.match_exact(d.md5, d.sha1, d.sha256)
         bad = [m for m in matches if not m[0].known_good]
@@ -585,6 +605,8 @@ class _Pass:
                     settle_decodes(block=True, broken_pool=True)
                     fut = pool.submit(analyze_media, *args)
                 decoding[fut] = (row, upd is None, args)
+                if upd is None:
+                    self.in_flight.add(row["id"])
                 while len(decoding) > 2 * window:
                     settle_decodes(block=True)
             else:
@@ -611,6 +633,7 @@ class _Pass:
             self.flush(force=True)
 
     def _finish_decode(self, row: dict[str, Any], fields: dict[str, Any], new: bool) -> None:
+        self.in_flight.discard(row["id"])
         err = fields.pop("error", None)
         vectors = fields.pop("_vectors", [])
         frames = fields.pop("_frames", 0)
@@ -916,9 +939,7 @@ def triage(
     if not evidence.exists() and not evidence.is_symlink():
         raise FileNotFoundError(f"evidence not found: {evidence}")
     evidence = evidence.resolve()
-    case_dir = Path(case_dir).absolute()
-    if case_dir == evidence or evidence in case_dir.parents:
-        raise StoreError("the case folder must not be inside the evidence")
+    case_dir = _case_folder(case_dir, evidence)
     store = CaseStore(case_dir, settings.db_url)
     t0 = time.perf_counter()
     try:
@@ -975,6 +996,24 @@ def triage(
             return summary
     finally:
         store.close()
+
+
+def _case_folder(case_dir: Path | str, evidence: Path) -> Path:
+    """The case folder as a real path, refused when it lies inside the evidence or holds it.
+
+    Both sides are compared as real paths (``..`` and symlinks resolved, also in the part of the
+    case path that does not exist yet): a case written into the evidence would change the seizure
+    and be read back as evidence by the next run.
+    """
+    if isinstance(case_dir, str) and not case_dir.strip():
+        raise StoreError("the case folder needs a name (an empty one is the current folder)")
+    real = Path(os.path.realpath(case_dir))
+    ev = Path(os.path.realpath(evidence))
+    if real == ev or ev in real.parents:
+        raise StoreError(f"the case folder {real} must not be inside the evidence {ev}")
+    if real in ev.parents:
+        raise StoreError(f"the evidence {ev} must not be inside the case folder {real}")
+    return real
 
 
 def ray_available() -> bool:

@@ -6,6 +6,15 @@ from Meta's ``vpdq`` package, the reference that shared vPDQ hash lists are made
 cannot run (no file name for in-memory bytes, a decode pass that stopped early, a stream it
 rejects) the same per-second hashes are computed from the PyAV frames instead and
 ``vpdq_source`` says so.
+
+Evidence on disk is read only through :func:`~heroes.pipeline.identify.open_evidence` (read-only,
+no access-time update): PyAV reads the open file. The reference vPDQ can only open a file name,
+which would update the access time, so it runs on in-memory bytes only (files up to the size the
+pass keeps in memory, and archive members); large files on disk get the PyAV per-second hashes.
+
+Decoding is bounded by the frames decoded, by frames per second of the video's own timeline (a
+few KB of timestamps can squeeze ten thousand 4K frames into 50 ms) and by wall-clock time; a
+video cut by a bound keeps what was decoded and ``truncated`` says which bound.
 """
 
 from __future__ import annotations
@@ -14,19 +23,20 @@ import contextlib
 import io
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import av
 import numpy as np
 from numpy.typing import NDArray
 
 from heroes.pipeline.decode import DecodeError, pdq_hex
-from heroes.pipeline.identify import StreamSource
+from heroes.pipeline.identify import StreamSource, open_evidence
 
 try:
     import vpdq
@@ -84,6 +94,7 @@ class _Scan:
     truncated: str | None = None
     rotation: int = 0
     end: float | None = None
+    elapsed: float = 0.0
 
 
 def analyze_video(
@@ -94,6 +105,9 @@ def analyze_video(
     max_frames: int = 2000,
     max_seconds: float = 14400.0,
     keep_pixels: bool = False,
+    max_decoded: int = 1_000_000,
+    max_rate: float = 1000.0,
+    max_wall: float = 600.0,
 ) -> VideoAnalysis:
     """Keyframes, PDQ and vPDQ of a video file or of in-memory bytes (never written to disk).
 
@@ -103,43 +117,89 @@ def analyze_video(
     if interval <= 0 or working_size < 1 or max_frames < 1 or max_seconds <= 0:
         raise ValueError("interval, working_size, max_frames and max_seconds must be positive")
     in_memory = isinstance(source, bytes | bytearray | memoryview)
-    stream_in: BinaryIO | None = None
-    try:
-        if isinstance(source, StreamSource):
-            # a file inside a forensic image: read through its stream, never copied out
-            stream_in = source.open_stream()
-            container = av.open(stream_in, options={"protocol_whitelist": "data"})
-        elif in_memory:
-            container = av.open(io.BytesIO(source), options={"protocol_whitelist": "data"})
-        else:
-            container = av.open(str(source), options={"protocol_whitelist": "file"})
-    except Exception as error:
-        if stream_in is not None:
-            stream_in.close()
-        raise DecodeError(f"cannot open video: {error}") from None
-    with container, stream_in or contextlib.nullcontext():
-        stream = _video_stream(container)
-        ctx = stream.codec_context
-        ctx.thread_type = "AUTO"
-        codec, coded = ctx.name, (stream.width or None, stream.height or None)
-        fps = _fps(stream)
-        duration = _duration(stream, container)
-        scan = _scan(
-            container,
-            stream,
-            interval=interval,
-            working_size=working_size,
-            max_frames=max_frames,
-            max_seconds=max_seconds,
-            keep_pixels=keep_pixels,
-            fps=fps,
-        )
+    with contextlib.ExitStack() as files:
+        try:
+            raw: Any
+            if isinstance(source, StreamSource):
+                # a file inside a forensic image: read through its stream, never copied out
+                raw = files.enter_context(source.open_stream())
+            elif in_memory:
+                raw = io.BytesIO(source)
+            else:
+                raw = files.enter_context(open_evidence(Path(source)))  # type: ignore[arg-type]
+            container = av.open(raw, options={"protocol_whitelist": "data"})
+        except Exception as error:
+            raise DecodeError(f"cannot open video: {error}") from None
+        with container:
+            return _analyze_open(
+                source,
+                container,
+                interval=interval,
+                working_size=working_size,
+                max_frames=max_frames,
+                max_seconds=max_seconds,
+                keep_pixels=keep_pixels,
+                budget=_DecodeBudget(max_decoded, max_rate, max_wall),
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(slots=True)
+class _DecodeBudget:
+    frames: int
+    rate: float
+    seconds: float
+
+    def exceeded(self, decoded: int, t: float, started: float) -> str | None:
+        if decoded > self.frames:
+            return f"decode limit: {self.frames} frames decoded, stopped at {t:.3f} s"
+        if decoded > self.rate * (t + 1.0):
+            return (
+                f"frame-rate limit: {decoded} frames decoded in the first {t:.3f} s "
+                f"(> {self.rate:g} per second)"
+            )
+        if time.monotonic() - started > self.seconds:
+            return f"decode time limit: stopped after {self.seconds:g} s of decoding at {t:.3f} s"
+        return None
+
+
+def _analyze_open(
+    source: bytes | Path | StreamSource,
+    container: av.container.InputContainer,
+    *,
+    interval: float,
+    working_size: int,
+    max_frames: int,
+    max_seconds: float,
+    keep_pixels: bool,
+    budget: _DecodeBudget,
+) -> VideoAnalysis:
+    in_memory = isinstance(source, bytes | bytearray | memoryview)
+    stream = _video_stream(container)
+    ctx = stream.codec_context
+    ctx.thread_type = "AUTO"
+    codec, coded = ctx.name, (stream.width or None, stream.height or None)
+    fps = _fps(stream)
+    duration = _duration(stream, container)
+    scan = _scan(
+        container,
+        stream,
+        interval=interval,
+        working_size=working_size,
+        max_frames=max_frames,
+        max_seconds=max_seconds,
+        keep_pixels=keep_pixels,
+        fps=fps,
+        budget=budget,
+    )
     if duration is None and scan.truncated is None:
         duration = scan.end
     width, height = coded if scan.rotation % 180 == 0 else coded[::-1]
     features, vpdq_source = None, "pdqhash"
-    if scan.truncated is None and coded[0] and coded[1] and not isinstance(source, StreamSource):
-        # the reference vPDQ needs a file name; a file inside an image keeps PDQ keyframes
+    # the reference decodes the whole video again: only when that fits in the time budget too,
+    # and it needs the bytes (a file inside a forensic image keeps its PDQ keyframes)
+    second_pass = scan.truncated is None and scan.elapsed <= budget.seconds / 2
+    if second_pass and in_memory and coded[0] and coded[1]:
         features = _reference_vpdq(source, _fit(coded[0], coded[1], working_size))
         vpdq_source = "vpdq" if features else vpdq_source
     analysis = VideoAnalysis(
@@ -211,6 +271,7 @@ def _scan(
     max_seconds: float,
     keep_pixels: bool,
     fps: float | None,
+    budget: _DecodeBudget,
 ) -> _Scan:
     """Decode sequentially and keep frames.
 
@@ -225,10 +286,15 @@ def _scan(
     next_mark = next_second = 0.0
     last_kept = -math.inf
     decoder = _Frames(container, stream)
+    started = time.monotonic()
     for index, frame in enumerate(decoder):
         t = _frame_time(frame, start, index, fps)
         if t > max_seconds + _EPS:
             scan.truncated = f"time limit: decoding stopped at {max_seconds:g} s"
+            break
+        cut = budget.exceeded(index + 1, t, started)
+        if cut is not None:
+            scan.truncated = cut
             break
         scan.end = t + (1.0 / fps if fps else 0.0)
         on_mark = t >= next_mark - _EPS
@@ -255,6 +321,7 @@ def _scan(
                 next_mark = (math.floor(t / interval + _EPS) + 1) * interval
     if scan.truncated is None:
         scan.truncated = decoder.problem
+    scan.elapsed = time.monotonic() - started
     return scan
 
 

@@ -1,6 +1,6 @@
 """The case store: every item of a case, the hash sets it was matched against, and its runs."""
 
-from heroes.store.db import CaseStore, StoreError
+from heroes.store.db import CaseStore, SchemaMismatch, StoreError
 from heroes.store.schema import (
     Base,
     CaseInfoRow,
@@ -21,6 +21,7 @@ __all__ = [
     "ItemRow",
     "LabelRow",
     "RunRow",
+    "SchemaMismatch",
     "StoreError",
     "VectorRow",
 ]

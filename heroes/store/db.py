@@ -12,19 +12,21 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import create_engine, delete, event, func, insert, inspect, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from heroes import __version__
 from heroes.store.schema import (
+    SCHEMA_VERSION,
     Base,
     CaseInfoRow,
     HashEntryRow,
     HashSetRow,
     ItemRow,
     LabelRow,
+    MetaRow,
     RunRow,
     VectorRow,
 )
@@ -48,6 +50,10 @@ def decode_vectors(blobs: Sequence[bytes], dim: int) -> NDArray[np.float32]:
 
 class StoreError(RuntimeError):
     """The case store cannot be opened or written."""
+
+
+class SchemaMismatch(StoreError):
+    """The case was made by a version of heroes whose store schema differs from this one's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _store_problem(engine: Engine, exc: OperationalError) -> str:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"case store {engine.url.database or engine.url} is read-only: {text}"
+    return f"cannot open case store {engine.url!r}: {exc}"
+
+
 class CaseStore:
     """One case: its items, hash sets and runs. Safe to reopen; every write is a transaction."""
 
@@ -103,11 +116,46 @@ class CaseStore:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
+            had_items = inspect(self.engine).has_table(ItemRow.__tablename__)
             Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(_store_problem(self.engine, exc)) from exc
         except Exception as exc:  # a broken URL or an unreachable server
             raise StoreError(f"cannot open case store {self.engine.url!r}: {exc}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._check_schema(had_items, create)
         self._hashsets: dict[int, HashSetMeta] | None = None
+
+    def _check_schema(self, had_items: bool, create: bool) -> None:
+        """Refuse a case of another schema version; a case opened for writing is written to once
+        here (its version), so a read-only store is refused before any work starts."""
+        try:
+            version: int | None = None
+            if inspect(self.engine).has_table(MetaRow.__tablename__):
+                with self.session() as s:
+                    text = s.get(MetaRow, "schema_version")
+                    version = int(text.value) if text is not None else None
+            if version is None and had_items:
+                version = 1  # made before the store recorded its version
+            if version is not None and version != SCHEMA_VERSION:
+                age = "an older" if version < SCHEMA_VERSION else "a newer"
+                raise SchemaMismatch(
+                    f"case {self.case_dir} was made by {age} heroes (store schema {version}; "
+                    f"this one reads schema {SCHEMA_VERSION}): triage the evidence into a new case"
+                )
+            if create:
+                # an UPDATE that changes nothing still needs the write lock: a read-only store
+                # fails here, before a run starts
+                with self.session() as s, s.begin():
+                    done = s.execute(
+                        update(MetaRow)
+                        .where(MetaRow.key == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
+                    )
+                    if not done.rowcount:  # type: ignore[attr-defined]
+                        s.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+        except OperationalError as exc:
+            raise StoreError(_store_problem(self.engine, exc)) from exc
 
     def session(self) -> Session:
         return self._sessions()

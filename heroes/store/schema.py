@@ -30,6 +30,20 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+#: version of the tables and of what their columns mean (e.g. how ``items.path`` escapes names);
+#: a case made under another version is refused instead of being mixed with new records
+SCHEMA_VERSION = 2
+
+
+class MetaRow(Base):
+    """Facts about the store itself: ``schema_version``."""
+
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class RunRow(Base):
     __tablename__ = "runs"
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import wave
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -135,18 +136,33 @@ def test_the_working_size_bounds_kept_frames(clip: bytes) -> None:
     assert all(k.pixels is None for k in analyze_video(clip).keyframes)
 
 
-def test_a_file_path_gets_vpdq_from_the_reference_package(from_path: VideoAnalysis) -> None:
-    assert from_path.vpdq_source == "vpdq"
+def test_a_file_on_disk_gets_per_second_hashes_without_being_opened_by_name(
+    from_path: VideoAnalysis, clip_path: Path
+) -> None:
+    # the reference vPDQ opens a file name, which would update the evidence's access time
+    assert from_path.vpdq_source == "pdqhash"
     assert [round(f["time"], 3) for f in from_path.vpdq] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert all(len(f["pdq"]) == 64 and 0 <= f["quality"] <= 100 for f in from_path.vpdq)
 
 
-def test_in_memory_bytes_get_the_same_reference_vpdq_through_a_memfd(
+def test_a_video_on_disk_keeps_its_access_time(clip: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "v.mp4"
+    path.write_bytes(clip)
+    os.utime(path, (1_000_000_000, 1_500_000_000))  # atime older than mtime: relatime updates
+    analyze_video(path)
+    assert os.stat(path).st_atime == 1_000_000_000
+
+
+def test_in_memory_bytes_get_the_reference_vpdq_through_a_memfd(
     clip: bytes, from_path: VideoAnalysis
 ) -> None:
     result = analyze_video(clip)
     assert result.vpdq_source == "vpdq"
-    assert result.vpdq == from_path.vpdq
+    assert [f["time"] for f in result.vpdq] == pytest.approx([f["time"] for f in from_path.vpdq])
+    assert all(
+        pdq_distance(a["pdq"], b["pdq"]) <= 16
+        for a, b in zip(result.vpdq, from_path.vpdq, strict=True)
+    )
 
 
 @pytest.mark.parametrize("working_size", [512, 64])
@@ -273,3 +289,60 @@ def test_the_reference_vpdq_declines_garbage_instead_of_crashing() -> None:
 def test_invalid_limits_are_rejected(clip: bytes) -> None:
     with pytest.raises(ValueError, match="positive"):
         analyze_video(clip, interval=0)
+
+
+def squeezed_video(frames: int = 600, size: int = 64) -> bytes:
+    """``frames`` frames 1/60000 s apart (600 frames in 10 ms): almost nothing on the timeline,
+    but every frame must be decoded."""
+    buf = io.BytesIO()
+    tick = Fraction(1, 60000)
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        stream.codec_context.time_base = tick
+        rng = np.random.default_rng(0)
+        for index in range(frames):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = index, tick
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def test_frames_squeezed_into_milliseconds_are_cut_by_the_frame_rate_limit() -> None:
+    data = squeezed_video()
+    result = analyze_video(data, max_rate=100)
+    assert result.truncated is not None
+    assert result.truncated.startswith("frame-rate limit: 101 frames decoded in the first 0.00")
+    assert result.vpdq_source == "pdqhash"  # no second decode by the reference after a cut
+
+
+def test_the_decoded_frame_and_wall_clock_budgets_cut_a_video() -> None:
+    data = squeezed_video(frames=90)
+    frames = analyze_video(data, max_decoded=40)
+    assert frames.truncated is not None and frames.truncated.startswith("decode limit: 40 frames")
+    with pytest.raises(DecodeError, match="no decodable video frame: decode time limit"):
+        analyze_video(data, max_wall=1e-9)
+
+
+def test_a_cut_video_is_recorded_as_partly_decoded(tmp_path: Path) -> None:
+    from heroes.config import Limits, Settings
+    from heroes.pipeline.report import records
+    from heroes.pipeline.runner import triage
+    from heroes.store import CaseStore
+
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "squeezed.mp4").write_bytes(squeezed_video())
+    limits = Limits(max_frame_rate=100)
+    triage(ev, tmp_path / "case", settings=Settings(workers=1, models=False, limits=limits))
+    store = CaseStore(tmp_path / "case", create=False)
+    try:
+        (row,) = list(records(store))
+    finally:
+        store.close()
+    assert row["status"] == "ok"
+    assert row["error"].startswith("video partly decoded: frame-rate limit: 101 frames")
