@@ -80,6 +80,8 @@ class ImageInfo:
     frames: int
     exif: dict[str, Any] | None
     truncated: str | None = None
+    #: what PDQ hashes when it differs from the working copy (see :func:`pdq_pixels`)
+    pdq_pixels: NDArray[np.uint8] | None = None
 
 
 @dataclass(slots=True)
@@ -112,7 +114,7 @@ def analyze_image(
     error's ``partial`` is the analysis of what was there.
     """
     rgb, info = load_rgb(data, working_size=working_size, max_pixels=max_pixels)
-    pdq, quality = pdq_hex(rgb)
+    pdq, quality = pdq_hex(rgb if info.pdq_pixels is None else info.pdq_pixels)
     analysis = ImageAnalysis(
         width=info.width,
         height=info.height,
@@ -180,7 +182,7 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
         exif = read_exif(im)
         orientation = exif.get("orientation", 1) if exif else 1
         try:
-            rgb = _working_copy(im, working_size, orientation)
+            rgb, for_pdq = _working_copy(im, working_size, orientation)
         except MemoryError:
             raise
         except Exception as error:
@@ -190,16 +192,36 @@ def _decode(data: bytes, working_size: int, max_pixels: int) -> tuple[NDArray[np
     if applied is not None:
         exif = {**(exif or {}), "orientation": applied}
     info = ImageInfo(width=width, height=height, format=fmt, mode=mode, frames=frames, exif=exif)
+    info.pdq_pixels = for_pdq
     return rgb, info
 
 
-def _working_copy(im: Image.Image, working_size: int, orientation: int) -> NDArray[np.uint8]:
-    """Resample first and rotate after: transposing the small copy is the cheap order."""
+def _working_copy(
+    im: Image.Image, working_size: int, orientation: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
+    """Resample first and rotate after: transposing the small copy is the cheap order.
+
+    Returns the RGB working copy and, when PDQ must hash other pixels, those (see
+    :func:`pdq_pixels`).
+    """
     work = _working_mode(im)
     work.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
     if orientation in _ORIENTATION_TRANSPOSE:
         work = work.transpose(_ORIENTATION_TRANSPOSE[orientation])
-    return to_rgb_array(work)
+    return to_rgb_array(work), pdq_pixels(work)
+
+
+def pdq_pixels(im: Image.Image) -> NDArray[np.uint8] | None:
+    """The pixels PDQ hashes when they differ from :func:`to_rgb_array`'s, else None.
+
+    The reference hashers (Meta's C++ ``pdq-photo-hasher``, python-threatexchange, the vPDQ and
+    WebAssembly ports) drop the alpha channel and hash the colour samples as stored, transparent
+    ones included. Hash lists made with them only match when heroes hashes the same pixels, so
+    PDQ skips the white compositing that the models and thumbnails get.
+    """
+    if im.mode != "RGBA":
+        return None
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8)[..., :3])
 
 
 def _orientation_applied_by_plugin(im: Image.Image) -> int | None:
