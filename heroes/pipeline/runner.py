@@ -13,10 +13,11 @@ next run redoes; the unique (evidence, path) key means nothing is counted twice.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -38,7 +39,7 @@ from heroes.files import sha256_file
 from heroes.index import hashes_from_hex
 from heroes.pipeline.analyze import AnalyzeOptions, analyze_media
 from heroes.pipeline.discover import Entry, walk
-from heroes.pipeline.hashsets import open_hashset
+from heroes.pipeline.hashsets import HashSetSource, hashset_source, open_hashset
 from heroes.pipeline.identify import (
     MEDIA_ARCHIVE,
     MEDIA_IMAGE,
@@ -106,6 +107,8 @@ class TriageSummary:
     nodes: Counter[str] = field(default_factory=Counter)
     redone: int = 0
     ray: dict[str, Any] = field(default_factory=dict)
+    #: doubts a person must see, e.g. a hash set that may not be what it was read as
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def files_per_second(self) -> float:
@@ -145,6 +148,7 @@ class TriageSummary:
             "ray": {**self.ray, "files_per_node": dict(self.nodes), "redone": self.redone}
             if self.engine == "ray"
             else None,
+            "warnings": self.warnings,
         }
 
 
@@ -158,21 +162,40 @@ def error_kind(error: str) -> str:
 
 
 def import_hashsets(
-    store: CaseStore, paths: Sequence[Path], *, known_good: bool | None = None
+    store: CaseStore,
+    paths: Sequence[Path | HashSetSource],
+    *,
+    known_good: bool | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[tuple[str, int, int, bool]]:
     """Import hash-set files into the case, once each (a file already imported is recognised by
-    its SHA-256). Returns (name, entries, rejected, newly_imported) per file."""
+    its SHA-256, and by the format it was forced to). Returns (name, entries, rejected,
+    newly_imported) per file; doubts about a set (a bare 64-digit list that may be PDQ) go to
+    ``warn``."""
     out = []
-    for path in paths:
-        digest = sha256_file(path)
+    for spec in paths:
+        source = hashset_source(spec)
+        digest = _hashset_key(sha256_file(source.path), source.fmt)
         row = store.hashset_with_source(digest)
         if row is not None:
+            if warn is not None and row.meta.get("warning"):
+                warn(str(row.meta["warning"]))
             out.append((row.name, row.entries, row.rejected, False))
             continue
-        info, entries, stats = open_hashset(path, known_good=known_good)
+        info, entries, stats = open_hashset(source.path, fmt=source.fmt, known_good=known_good)
         row = store.add_hashset(info, entries, stats, digest)
+        for message in stats.warnings if warn is not None else ():
+            warn(message)
         out.append((row.name, row.entries, row.rejected, True))
     return out
+
+
+def _hashset_key(file_sha256: str, fmt: str | None) -> str:
+    """The identity of an imported set: its file, and the format it was forced to, so that a
+    list first read as SHA-256 can be imported again as PDQ."""
+    if fmt is None:
+        return file_sha256
+    return hashlib.sha256(f"{file_sha256}:{fmt}".encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -899,8 +922,8 @@ def triage(
     case_dir: Path,
     *,
     settings: Settings | None = None,
-    hashsets: Sequence[Path] = (),
-    known_good: Sequence[Path] = (),
+    hashsets: Sequence[Path | HashSetSource] = (),
+    known_good: Sequence[Path | HashSetSource] = (),
     progress: bool = False,
     retry_errors: bool = False,
 ) -> TriageSummary:
@@ -917,10 +940,14 @@ def triage(
     t0 = time.perf_counter()
     try:
         with case_lock(case_dir):
-            imported = import_hashsets(store, list(hashsets))
-            imported += import_hashsets(store, list(known_good), known_good=True)
+            doubts: list[str] = []
+            imported = import_hashsets(store, list(hashsets), warn=doubts.append)
+            imported += import_hashsets(
+                store, list(known_good), known_good=True, warn=doubts.append
+            )
             run_id = store.start_run(str(evidence), settings.model_dump())
             summary = TriageSummary(run_id, str(evidence), str(case_dir))
+            summary.warnings = doubts
             summary.hashsets_imported = [f"{n} ({e} entries)" for n, e, _r, new in imported if new]
             _files, total_bytes = _prescan(evidence) if progress else (0, 0)
             bar = _Progress(progress, total_bytes)
