@@ -142,6 +142,15 @@ def _query_image(image: Path | bytes, settings: Settings) -> np.ndarray:
     return rgb
 
 
+def _pdq_query_image(image: Path | bytes, settings: Settings) -> np.ndarray:
+    """The pixels the pass hashes with PDQ (alpha dropped, as the reference hashers do)."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    rgb, info = load_rgb(
+        data, working_size=settings.working_size, max_pixels=settings.limits.max_pixels
+    )
+    return rgb if info.pdq_pixels is None else info.pdq_pixels
+
+
 def search_faces(
     cases: Sequence[Path], image: Path | bytes, *, k: int = 10, settings: Settings | None = None
 ) -> list[SearchHit]:
@@ -264,7 +273,7 @@ def search_pdq(
         elif image is not None:
             import pdqhash
 
-            rgb = _query_image(image, settings)
+            rgb = _pdq_query_image(image, settings)
             dihedral, _q = pdqhash.compute_dihedral(rgb)
             variants = [np.packbits(np.asarray(dihedral, dtype=np.uint8).reshape(8, 256), axis=1)]
         else:

@@ -151,6 +151,7 @@ def decode_media(
                 "pdq": img.pdq,
                 "pdq_quality": img.pdq_quality,
                 "exif": img.exif,
+                "pdq_dihedral": img.pdq_dihedral,
             }
             if img.pixels is not None:
                 return Decoded(out, [img.pixels], [None], img.width / img.pixels.shape[1])
@@ -185,6 +186,7 @@ def decode_media(
                 pdq=partial.pdq,
                 pdq_quality=partial.pdq_quality,
                 exif=partial.exif,
+                pdq_dihedral=partial.pdq_dihedral,
             )
         elif isinstance(partial, VideoAnalysis):
             out.update(video=partial.to_record(), width=partial.width, height=partial.height)

@@ -27,6 +27,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile
 from pillow_heif import register_heif_opener
 
+from heroes.pipeline.matching import PDQ_DIHEDRAL
+
 register_heif_opener()
 
 #: Pillow's own hard limit (2 x ``Image.MAX_IMAGE_PIXELS``), the default of ``Limits.max_pixels``
@@ -95,6 +97,8 @@ class ImageAnalysis:
     pdq_quality: int | None
     exif: dict[str, Any] | None
     pixels: NDArray[np.uint8] | None = None
+    #: PDQ of the image and of its rotations and mirrors, in :data:`PDQ_DIHEDRAL` order
+    pdq_dihedral: list[str] | None = None
 
 
 class _Damaged(Exception):
@@ -114,7 +118,8 @@ def analyze_image(
     error's ``partial`` is the analysis of what was there.
     """
     rgb, info = load_rgb(data, working_size=working_size, max_pixels=max_pixels)
-    pdq, quality = pdq_hex(rgb if info.pdq_pixels is None else info.pdq_pixels)
+    dihedral, quality = pdq_dihedral_hex(rgb if info.pdq_pixels is None else info.pdq_pixels)
+    pdq = dihedral[0]
     analysis = ImageAnalysis(
         width=info.width,
         height=info.height,
@@ -125,6 +130,7 @@ def analyze_image(
         pdq_quality=quality,
         exif=info.exif,
         pixels=rgb if keep_pixels else None,
+        pdq_dihedral=dihedral,
     )
     if info.truncated is not None:
         raise DecodeError(info.truncated, partial=analysis)
@@ -354,6 +360,19 @@ def pdq_hex(rgb: NDArray[np.uint8]) -> tuple[str, int]:
     """
     bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex(), int(quality)
+
+
+def pdq_dihedral_hex(rgb: NDArray[np.uint8]) -> tuple[list[str], int]:
+    """PDQ hashes of an RGB array and of its 7 rotations and mirrors (:data:`PDQ_DIHEDRAL`
+    order), hex-encoded, and their quality.
+
+    The reference hasher derives all eight from one DCT (about 10 ms against 7 ms for one hash
+    at 512 px), so a mirrored or rotated copy of a known image can be matched without hashing it
+    again; the first is exactly :func:`pdq_hex`'s hash.
+    """
+    hashes, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb, dtype=np.uint8))
+    packed = np.packbits(np.asarray(hashes, dtype=np.uint8).reshape(len(PDQ_DIHEDRAL), 256), axis=1)
+    return [row.tobytes().hex() for row in packed], int(quality)
 
 
 def pdq_bytes(hashes: Iterable[str]) -> NDArray[np.uint8]:

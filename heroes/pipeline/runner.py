@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select, update
 
 from heroes.config import Settings, get_settings
@@ -52,7 +53,7 @@ from heroes.pipeline.identify import (
 )
 from heroes.pipeline.indexing import mark_stale, update_indexes
 from heroes.pipeline.infer import InferOptions
-from heroes.pipeline.matching import nearest_within, visual_groups
+from heroes.pipeline.matching import PDQ_DIHEDRAL, nearest_within_variants, visual_groups
 from heroes.store.db import CaseStore, StoreError
 from heroes.store.lock import case_lock
 from heroes.store.schema import ItemRow, VectorRow
@@ -721,6 +722,10 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                 times.append(kf.get("time"))
     mat = hashes_from_hex(hashes)
     own = np.asarray(owners, dtype=np.int64)
+    # rotations and mirrors of each image stand for it in both the matching and the grouping
+    flips, flip_of, flip_kind = _dihedral_variants(
+        store, {owners[k]: k for k, t in enumerate(times) if t is None}
+    )
 
     # Known-bad PDQ matches, for items that no hash matched. The references are the PDQ hashes of
     # the hash sets and of this case's own files that a hash set names exactly (its MD5 list may
@@ -745,7 +750,7 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     unmatched = {i for i, _p, _q, _v, km, _st, _vg in items if km is None}
     updates: dict[int, dict[str, Any]] = {}
     if len(refs) and len(mat):
-        best, dist = nearest_within(mat, refs, max_d)
+        best, dist, found_by = nearest_within_variants(mat, refs, max_d, flips, flip_of)
         for k in np.nonzero(best >= 0)[0].tolist():
             item_id = owners[k]
             if item_id not in unmatched:
@@ -756,6 +761,8 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
             km = {**ref_match[int(best[k])], "method": "pdq", "distance": int(dist[k])}
             if times[k] is not None:
                 km["frame_time"] = times[k]
+            if found_by[k] >= 0:
+                km["transform"] = PDQ_DIHEDRAL[int(flip_kind[found_by[k]])]
             updates.setdefault(item_id, {"id": item_id})["known_match"] = km
         if summary is not None:
             sets_by_name = {m.name: m for m in sets.values()}
@@ -772,7 +779,7 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     # Groups join images only: a video holds many scenes, and joining through its frames would
     # chain unrelated photos into one group. Video frames are matched against hash sets above.
     still = np.asarray([t is None for t in times], dtype=bool)
-    groups = visual_groups(mat[still], own[still], max_d) if len(mat) else {}
+    groups = visual_groups(mat[still], own[still], max_d, flips, own[flip_of]) if len(mat) else {}
     for item_id, _p, _q, _v, _km, status, old_group in items:
         if status != "duplicate" and groups.get(item_id) != old_group:
             updates.setdefault(item_id, {"id": item_id})["visual_group"] = groups.get(item_id)
@@ -780,6 +787,36 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
 
     _copy_to_duplicates(store)
     rank_items(store, settings)
+
+
+def _dihedral_variants(
+    store: CaseStore, row_of: dict[int, int]
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+    """The rotated and mirrored PDQ hashes of the images whose own hash is row ``row_of[item]``
+    of the matching matrix: the hashes, the row each stands for, and its :data:`PDQ_DIHEDRAL`
+    index."""
+    hexes: list[str] = []
+    rows: list[int] = []
+    kinds: list[int] = []
+    with store.session() as s:
+        found = s.execute(
+            select(ItemRow.id, ItemRow.pdq_dihedral).where(
+                ItemRow.pdq_dihedral.is_not(None), ItemRow.status != "duplicate"
+            )
+        ).all()
+    for item_id, dihedral in found:
+        k = row_of.get(item_id)
+        if k is None or not isinstance(dihedral, list) or len(dihedral) != len(PDQ_DIHEDRAL):
+            continue
+        for kind, h in enumerate(dihedral[1:], start=1):
+            hexes.append(h)
+            rows.append(k)
+            kinds.append(kind)
+    return (
+        hashes_from_hex(hexes),
+        np.asarray(rows, dtype=np.int64),
+        np.asarray(kinds, dtype=np.int64),
+    )
 
 
 def rank_items(store: CaseStore, settings: Settings) -> None:
@@ -825,6 +862,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
 _ANALYSED = (
     "pdq",
     "pdq_quality",
+    "pdq_dihedral",
     "exif",
     "video",
     "width",
