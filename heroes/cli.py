@@ -369,7 +369,13 @@ def search(
     image: Annotated[
         Path | None, typer.Option(help="PDQ search by an image, in any rotation or mirror.")
     ] = None,
-    k: Annotated[int, typer.Option(help="Hits per query face / query.")] = 10,
+    k: Annotated[int, typer.Option(help="Hits per query (per query face with --all-faces).")] = 10,
+    all_faces: Annotated[
+        bool,
+        typer.Option(
+            "--all-faces", help="Face search: search every face of the image, not only the largest."
+        ),
+    ] = False,
     max_distance: Annotated[int, typer.Option(help="PDQ Hamming distance.")] = 31,
     recheck: Annotated[bool, typer.Option(help="Scene: re-rank by geometric agreement.")] = False,
     all_under: Annotated[
@@ -392,7 +398,7 @@ def search(
     settings = Settings()
     try:
         if face is not None:
-            hits = search_faces(cases, face, k=k, settings=settings)
+            hits = search_faces(cases, face, k=k, settings=settings, all_faces=all_faces)
         elif scene is not None:
             hits = search_scene(cases, scene, k=k, settings=settings, recheck=recheck)
         else:
@@ -432,7 +438,8 @@ def persons(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
     min_faces: Annotated[int, typer.Option(help="Smallest group shown as a person.")] = 3,
     min_similarity: Annotated[
-        float | None, typer.Option(help="Cosine to join two faces (0.80).")
+        float | None,
+        typer.Option(help="Cosine to join two faces (default 0.92, dlib face descriptors)."),
     ] = None,
     recluster: Annotated[bool, typer.Option(help="Cluster again even if no face is new.")] = False,
     merge: Annotated[
