@@ -97,3 +97,32 @@ def test_vpdq_agrees_with_the_published_sample_hashes(
     )
     assert len(distances) >= 2
     assert max(distances) <= AGREE
+
+
+def test_whole_frames_are_not_hashed_twice_when_the_reference_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from heroes.pipeline import video as video_module
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("whole-frame PDQ computed although the reference ran")
+
+    monkeypatch.setattr(video_module, "_vpdq_feature", refuse)
+    result = analyze_video(DATA / "vpdq" / "doorknob-hd-no-bar.mp4")
+    assert result.vpdq_source == "vpdq" and len(result.vpdq) >= 2
+
+
+def test_a_stream_the_reference_refuses_gets_the_fallback_in_a_second_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from heroes.pipeline import video as video_module
+
+    monkeypatch.setattr(video_module, "_reference_vpdq", lambda *_args: None)
+    name = "test-padded-dimensions"
+    result = analyze_video(DATA / "vpdq" / f"{name}.mp4")
+    assert result.vpdq_source == "pdqhash"
+    times, hashes, _qualities = _vpdq_reference(name)
+    assert [round(f["time"]) for f in result.vpdq] == [0, 1, 2, 3, 4]
+    for feature in result.vpdq:
+        j = int(np.argmin(np.abs(times - feature["time"])))
+        assert pdq_distance(feature["pdq"], hashes[j]) <= AGREE
