@@ -18,6 +18,7 @@ from heroes.pipeline.matching import (
     PDQ_DIHEDRAL,
     hamming,
     nearest_within_variants,
+    pairs_within,
     visual_groups,
 )
 from heroes.pipeline.report import records
@@ -177,3 +178,20 @@ def test_a_mirrored_copy_matches_a_known_bad_hash_and_joins_its_original(
     assert match["transform"] == "rotate_270" and match["distance"] <= 24
     assert pdq_distance(rows["c_rotated"]["pdq"], known) > MAX_D  # found through a variant only
     assert rows["a_original"]["known_match"] is None and rows["d_other"]["known_match"] is None
+
+
+def test_pairs_within_finds_exactly_the_pairs_of_a_brute_force_scan() -> None:
+    rng = np.random.default_rng(5)
+    refs = _rand(rng, 300)
+    queries = np.concatenate([_flip_bits(refs[:40], 31, rng), _flip_bits(refs[40:80], 32, rng)])
+    queries = np.concatenate([queries, _rand(rng, 20)])
+    found = {
+        (int(i), int(j))
+        for ii, jj in pairs_within(queries, refs, MAX_D)
+        for i, j in zip(ii, jj, strict=True)
+    }
+    d = hamming(queries, refs)
+    expected = {(int(i), int(j)) for i, j in zip(*np.nonzero(d <= MAX_D), strict=True)}
+    assert found == expected
+    assert {(i, i) for i in range(40)} <= found and not any(i in range(40, 80) for i, _ in found)
+    assert list(pairs_within(queries[:0], refs, MAX_D)) == []
