@@ -3,6 +3,7 @@ settles it, and a list that could be either is never guessed silently."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,33 @@ def test_cli_import_takes_a_format_prefix_and_a_format_option(tmp_path: Path) ->
     assert wrong.exit_code == 2
     missing = runner.invoke(app, ["hashsets", "import", "pdq:nope.txt", "--into", str(case)])
     assert missing.exit_code == 2 and "nope.txt" in missing.output
+
+
+def test_cli_triage_reads_a_pdq_prefixed_bare_list_as_pdq(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    from heroes.pipeline.decode import analyze_image
+
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(data.coffee()).save(buf, "JPEG", quality=90)
+    (evidence / "cup.jpg").write_bytes(buf.getvalue())
+    pdq = analyze_image(buf.getvalue()).pdq
+    listing = tmp_path / "export.txt"
+    listing.write_text(f"{pdq}\n")
+    base = ["triage", str(evidence), "--no-models", "--engine", "local", "--json"]
+
+    doubtful = runner.invoke(app, [*base, "--case", str(tmp_path / "a"), "--hashset", str(listing)])
+    assert doubtful.exit_code == 0, doubtful.output
+    assert "warning" in doubtful.stderr and "pdq:export.txt" in doubtful.stderr
+    assert json.loads(doubtful.stdout)["matches"] == []
+
+    sure = runner.invoke(app, [*base, "--case", str(tmp_path / "b"), "--hashset", f"pdq:{listing}"])
+    assert sure.exit_code == 0, sure.output
+    assert "warning" not in sure.stderr
+    (match,) = json.loads(sure.stdout)["matches"]
+    assert match["method"] == "pdq" and match["count"] == 1
