@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,7 @@ def main() -> None:
 
     large = []
     if args.large:
-        tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+        tmp = Path(tempfile.gettempdir())
         for w, h in ((1920, 1080), (3840, 2160)):
             clip = synthetic(tmp / f"heroes-bench-{w}x{h}.mp4", w, h, 6)
             try:

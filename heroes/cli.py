@@ -573,6 +573,8 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
     for r in rows:
         cats = "; ".join(f"{k} {v}" for k, v in r.categories.items()) or "none"
         out.print(f"{r.name} categories ({r.scheme}): {cats}", soft_wrap=True)
+        if (r.meta or {}).get("warning"):
+            _warn(str(r.meta["warning"]))
     store.close()
 
 

@@ -279,12 +279,15 @@ def search_pdq(
             store = stores[case_name(cases[0])]
             with store.session() as s:
                 row = s.execute(
-                    select(ItemRow.pdq, ItemRow.video).where(ItemRow.id == similar_to)
+                    select(ItemRow.pdq, ItemRow.video, ItemRow.pdq_dihedral).where(
+                        ItemRow.id == similar_to
+                    )
                 ).first()
             if row is None:
                 raise SearchError(f"no item {similar_to} in {cases[0]}")
             hexes = (
-                [row.pdq]
+                # an image's rotations and mirrors too, as the pass hashed them
+                (row.pdq_dihedral or [row.pdq])
                 if row.pdq
                 else [kf["pdq"] for kf in (row.video or {}).get("keyframes", []) if kf.get("pdq")]
             )

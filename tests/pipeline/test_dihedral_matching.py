@@ -179,6 +179,11 @@ def test_a_mirrored_copy_matches_a_known_bad_hash_and_joins_its_original(
     assert pdq_distance(rows["c_rotated"]["pdq"], known) > MAX_D  # found through a variant only
     assert rows["a_original"]["known_match"] is None and rows["d_other"]["known_match"] is None
 
+    from heroes.search import search_pdq
+
+    hits = search_pdq([tmp_path / "case"], similar_to=original["item_id"], max_distance=MAX_D)
+    assert {h.path for h in hits} == {"a_original.jpg", "b_mirrored.jpg"}
+
 
 def test_pairs_within_finds_exactly_the_pairs_of_a_brute_force_scan() -> None:
     rng = np.random.default_rng(5)

@@ -138,6 +138,7 @@ def test_cli_import_takes_a_format_prefix_and_a_format_option(tmp_path: Path) ->
     assert option.exit_code == 0, option.output
     listing = runner.invoke(app, ["hashsets", "list", str(case)])
     assert listing.output.count("pdq") >= 2
+    assert "warning" in listing.stderr and "pdq:export.txt" in listing.stderr
     wrong = runner.invoke(
         app, ["hashsets", "import", str(other), "--format", "md5", "--into", str(case)]
     )
