@@ -126,3 +126,27 @@ def test_a_stream_the_reference_refuses_gets_the_fallback_in_a_second_pass(
     for feature in result.vpdq:
         j = int(np.argmin(np.abs(times - feature["time"])))
         assert pdq_distance(feature["pdq"], hashes[j]) <= AGREE
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_pdq_drops_alpha_while_the_models_still_see_white_behind_it(mode: str) -> None:
+    import io
+
+    from PIL import Image
+
+    from heroes.pipeline.decode import pdq_hex
+
+    rng = np.random.default_rng(1)
+    rgb = np.repeat(np.repeat(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), 16, 0), 16, 1)
+    alpha = np.zeros((256, 256), np.uint8)
+    alpha[:, :128] = 255  # the right half is transparent, over colours as stored
+    image = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
+    if mode == "LA":
+        image = image.convert("LA")
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    result = analyze_image(buf.getvalue(), keep_pixels=True)
+    stored = np.asarray(image.convert("RGBA"))[..., :3]
+    assert result.pdq == pdq_hex(np.ascontiguousarray(stored))[0]
+    assert result.pixels is not None and (result.pixels[:, 128:] == 255).all()
+    assert pdq_distance(result.pdq, pdq_hex(result.pixels)[0]) > 31
