@@ -391,7 +391,7 @@ def _sniff(path: Path, forced: str | None) -> _Sniff:
     data = [(n, s) for n, raw in lines if (s := raw.strip()) and not s.startswith("#")]
     comments = [s for _, raw in lines if (s := raw.strip()).startswith("#")]
     if forced == "pdq":
-        return _Sniff("pdq", _Layout("pdq", encoding))
+        return _Sniff("pdq", _pdq_header_layout(data[:_SAMPLE_LINES], encoding))
     if not data:
         raise _error(path, "no lines with hashes in the first 64 KiB")
     if forced is None or forced in ("csv", "icse"):
@@ -400,7 +400,11 @@ def _sniff(path: Path, forced: str | None) -> _Sniff:
             fmt = forced or ("icse" if layout.flavour == "icse" else "csv")
             if fmt == "icse" and forced == "icse":
                 layout.flavour = "icse"
-            return _Sniff(fmt, layout)
+            sniff = _Sniff(fmt, layout)
+            if forced is None:
+                rows = [(n, line) for n, line in data[:_SAMPLE_LINES] if n > layout.skip_to]
+                sniff.warning = _ambiguous_column(path, layout, rows)
+            return sniff
         if forced == "icse":
             raise _error(path, "no header line naming an MD5 or SHA-1 column")
         if forced == "csv":
@@ -432,6 +436,39 @@ def _ambiguous_list(path: Path, lines: list[str]) -> str | None:
     return (
         f"{path.name}: a bare list of 64-digit hashes, read as SHA-256; if it holds PDQ hashes, "
         f"import it as pdq:{path.name} (or --format pdq), or add a '# PDQ' line to it"
+    )
+
+
+def _pdq_header_layout(data: list[tuple[int, str]], encoding: str) -> _Layout:
+    """The layout of a list forced to PDQ: its CSV header if it has one, with a generic hash
+    column read as PDQ, else one PDQ hash per line."""
+    layout = _header_layout(data, encoding) if data else None
+    if layout is None or layout.flavour != "header":
+        return _Layout("pdq", encoding)
+    for c in layout.columns:
+        if c.role == "hash":
+            c.role = "pdq"
+    return layout
+
+
+def _ambiguous_column(path: Path, layout: _Layout, data: list[tuple[int, str]]) -> str | None:
+    """A warning for a CSV whose only hash column has a generic name ('hash') and holds 64-digit
+    values: read as SHA-256, they may be PDQ hashes."""
+    generic = [c for c in layout.columns if c.role == "hash"]
+    if len(generic) != 1 or any(c.role in _HASH_KINDS for c in layout.columns):
+        return None
+    column = generic[0]
+    values = [
+        _clean(cells[column.index])
+        for _, line in data
+        if len(cells := _split(line, layout.delimiter)) > column.index
+    ]
+    values = [v for v in values if v]
+    if not values or any(len(v) != 64 for v in values):
+        return None
+    return (
+        f"{path.name}: its {column.key!r} column holds 64-digit hashes, read as SHA-256; if they "
+        f"are PDQ hashes, import it as pdq:{path.name} (or --format pdq), or name the column 'pdq'"
     )
 
 

@@ -175,3 +175,29 @@ def test_cli_triage_reads_a_pdq_prefixed_bare_list_as_pdq(tmp_path: Path) -> Non
     assert "warning" not in sure.stderr
     (match,) = json.loads(sure.stdout)["matches"]
     assert match["method"] == "pdq" and match["count"] == 1
+
+
+def test_a_generic_hash_column_of_64_digit_values_is_read_as_sha256_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text(f"hash,label\n{PDQ_A},one\n{PDQ_B},two\n")
+    info, entries, stats = open_hashset(path)
+    assert [e.sha256 for e in entries] == [PDQ_A, PDQ_B]
+    assert len(stats.warnings) == 1 and "'hash' column" in stats.warnings[0]
+    forced_info, forced, forced_stats = open_hashset(path, fmt="pdq")
+    rows = list(forced)
+    assert forced_info.format == "pdq"
+    assert [(e.pdq, e.label) for e in rows] == [(PDQ_A, "one"), (PDQ_B, "two")]
+    assert forced_stats.rejected == 0 and forced_stats.warnings == []
+
+
+def test_named_or_mixed_hash_columns_are_not_in_doubt(tmp_path: Path) -> None:
+    named = tmp_path / "named.csv"
+    named.write_text(f"sha256,label\n{PDQ_A},one\n")
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(f"hash,label\n{PDQ_A},one\n{'a' * 32},two\n")
+    for path in (named, mixed):
+        _info, entries, stats = open_hashset(path)
+        assert len(list(entries)) >= 1
+        assert stats.warnings == []
