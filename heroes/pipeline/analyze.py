@@ -167,7 +167,12 @@ def decode_media(
                 keep_pixels=opts.models is not None,
             )
             rec = vid.to_record()
-            out = {"video": rec, "width": vid.width, "height": vid.height}
+            out = {
+                "video": rec,
+                "width": vid.width,
+                "height": vid.height,
+                "pdq_dihedral": [k.dihedral for k in vid.keyframes],
+            }
             if vid.truncated:
                 out["error"] = f"video partly decoded: {vid.truncated}"
             kept = [k for k in vid.keyframes if k.pixels is not None]
@@ -189,7 +194,12 @@ def decode_media(
                 pdq_dihedral=partial.pdq_dihedral,
             )
         elif isinstance(partial, VideoAnalysis):
-            out.update(video=partial.to_record(), width=partial.width, height=partial.height)
+            out.update(
+                video=partial.to_record(),
+                width=partial.width,
+                height=partial.height,
+                pdq_dihedral=[k.dihedral for k in partial.keyframes],
+            )
         return Decoded(out, [], [])
     except MemoryError:
         return Decoded({"status": "error", "error": "decode failed: out of memory"}, [], [])

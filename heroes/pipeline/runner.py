@@ -722,9 +722,10 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                 times.append(kf.get("time"))
     mat = hashes_from_hex(hashes)
     own = np.asarray(owners, dtype=np.int64)
-    # rotations and mirrors of each image stand for it in both the matching and the grouping
+    # rotations and mirrors of each image and keyframe stand for it in the matching, and those
+    # of images in the grouping
     flips, flip_of, flip_kind = _dihedral_variants(
-        store, {owners[k]: k for k, t in enumerate(times) if t is None}
+        store, {(owners[k], t): k for k, t in enumerate(times)}
     )
 
     # Known-bad PDQ matches, for items that no hash matched. The references are the PDQ hashes of
@@ -779,7 +780,12 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     # Groups join images only: a video holds many scenes, and joining through its frames would
     # chain unrelated photos into one group. Video frames are matched against hash sets above.
     still = np.asarray([t is None for t in times], dtype=bool)
-    groups = visual_groups(mat[still], own[still], max_d, flips, own[flip_of]) if len(mat) else {}
+    still_flips = still[flip_of] if len(flip_of) else np.zeros(0, dtype=bool)
+    groups = (
+        visual_groups(mat[still], own[still], max_d, flips[still_flips], own[flip_of[still_flips]])
+        if len(mat)
+        else {}
+    )
     for item_id, _p, _q, _v, _km, status, old_group in items:
         if status != "duplicate" and groups.get(item_id) != old_group:
             updates.setdefault(item_id, {"id": item_id})["visual_group"] = groups.get(item_id)
@@ -790,28 +796,38 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
 
 
 def _dihedral_variants(
-    store: CaseStore, row_of: dict[int, int]
+    store: CaseStore, row_of: dict[tuple[int, float | None], int]
 ) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
-    """The rotated and mirrored PDQ hashes of the images whose own hash is row ``row_of[item]``
-    of the matching matrix: the hashes, the row each stands for, and its :data:`PDQ_DIHEDRAL`
-    index."""
+    """The rotated and mirrored PDQ hashes of the images and video keyframes whose own hash is
+    row ``row_of[(item, frame time)]`` of the matching matrix (time None for an image): the
+    hashes, the row each stands for, and its :data:`PDQ_DIHEDRAL` index."""
     hexes: list[str] = []
     rows: list[int] = []
     kinds: list[int] = []
     with store.session() as s:
         found = s.execute(
-            select(ItemRow.id, ItemRow.pdq_dihedral).where(
+            select(ItemRow.id, ItemRow.pdq_dihedral, ItemRow.video).where(
                 ItemRow.pdq_dihedral.is_not(None), ItemRow.status != "duplicate"
             )
         ).all()
-    for item_id, dihedral in found:
-        k = row_of.get(item_id)
-        if k is None or not isinstance(dihedral, list) or len(dihedral) != len(PDQ_DIHEDRAL):
+    for item_id, dihedral, video in found:
+        if not isinstance(dihedral, list) or not dihedral:
             continue
-        for kind, h in enumerate(dihedral[1:], start=1):
-            hexes.append(h)
-            rows.append(k)
-            kinds.append(kind)
+        if isinstance(dihedral[0], str):  # an image: its 8 hashes
+            pairs = [((item_id, None), dihedral)]
+        else:  # a video: 8 hashes per keyframe, in the order of video.keyframes
+            frames = (video or {}).get("keyframes") or []
+            pairs = [
+                ((item_id, kf.get("time")), d) for kf, d in zip(frames, dihedral, strict=False)
+            ]
+        for key, variants in pairs:
+            k = row_of.get(key)
+            if k is None or not isinstance(variants, list) or len(variants) != len(PDQ_DIHEDRAL):
+                continue
+            for kind, h in enumerate(variants[1:], start=1):
+                hexes.append(h)
+                rows.append(k)
+                kinds.append(kind)
     return (
         hashes_from_hex(hexes),
         np.asarray(rows, dtype=np.int64),

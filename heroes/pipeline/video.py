@@ -24,7 +24,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from heroes.pipeline.decode import DecodeError, pdq_hex
+from heroes.pipeline.decode import DecodeError, pdq_dihedral_hex, pdq_hex
 
 try:
     import vpdq
@@ -49,6 +49,8 @@ class Keyframe:
     pdq: str | None
     pdq_quality: int | None
     pixels: NDArray[np.uint8] | None = None
+    #: PDQ of the frame's rotations and mirrors (``PDQ_DIHEDRAL`` order; the first is ``pdq``)
+    dihedral: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -250,8 +252,9 @@ def _scan(
                 width=width, height=height, format="rgb24", interpolation="AREA"
             )
             shown = _display(small, scan.rotation)
-            digest, quality = pdq_hex(shown)
-            scan.keyframes.append(Keyframe(t, digest, quality, shown if keep_pixels else None))
+            dihedral, quality = pdq_dihedral_hex(shown)
+            pixels = shown if keep_pixels else None
+            scan.keyframes.append(Keyframe(t, dihedral[0], quality, pixels, dihedral))
             last_kept = t
             if on_mark:
                 next_mark = (math.floor(t / interval + _EPS) + 1) * interval

@@ -200,3 +200,41 @@ def test_pairs_within_finds_exactly_the_pairs_of_a_brute_force_scan() -> None:
     assert found == expected
     assert {(i, i) for i in range(40)} <= found and not any(i in range(40, 80) for i, _ in found)
     assert list(pairs_within(queries[:0], refs, MAX_D)) == []
+
+
+def test_a_mirrored_video_frame_matches_a_known_bad_image_hash(
+    tmp_path: Path, rocket: Image.Image
+) -> None:
+    from heroes.demo import video_bytes
+
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    mirrored = np.asarray(rocket.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    still = np.asarray(Image.fromarray(data.chelsea()))
+    (evidence / "clip.mp4").write_bytes(video_bytes([(still, 2.0), (mirrored, 2.0)], fps=5))
+    (evidence / "photo.jpg").write_bytes(_jpeg(rocket.transpose(Image.Transpose.ROTATE_90)))
+    known = pdq_hex(np.asarray(rocket.resize((320, 240))))[0]
+    hashset = tmp_path / "known.txt"
+    hashset.write_text(f"# PDQ\n{known}\n")
+
+    triage(
+        evidence,
+        tmp_path / "case",
+        settings=Settings(workers=1, models=False),
+        hashsets=[hashset],
+    )
+
+    store = CaseStore(tmp_path / "case", create=False)
+    try:
+        rows = {r["path"]: r for r in records(store)}
+    finally:
+        store.close()
+    clip = rows["clip.mp4"]
+    match = clip["known_match"]
+    assert match is not None and match["method"] == "pdq" and match["transform"] == "flip_y"
+    assert match["frame_time"] >= 1.9
+    frames = clip["video"]["keyframes"]
+    assert all(pdq_distance(f["pdq"], known) > MAX_D for f in frames)  # the plain hashes miss
+    assert "dihedral" not in frames[0]  # the exported record is unchanged
+    # a video's frames never join an image's group, mirrored or not
+    assert clip["visual_group"] is None and rows["photo.jpg"]["visual_group"] is None
