@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import SecretStr, ValidationError
@@ -25,6 +25,9 @@ from rich.text import Text
 from heroes import __version__
 from heroes.config import Settings
 from heroes.names import shown
+
+if TYPE_CHECKING:
+    from heroes.pipeline.hashsets import HashSetSource
 
 app = typer.Typer(
     name="heroes",
@@ -84,6 +87,21 @@ def main() -> None:
         raise SystemExit(_fail(str(exc)).exit_code) from None
 
 
+def _warn(message: str) -> None:
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", shown(message)), soft_wrap=True)
+
+
+def _hashset_sources(specs: list[str] | None) -> list[HashSetSource]:
+    """Hash-set arguments (FILE or FORMAT:FILE) as sources, each checked to exist."""
+    from heroes.pipeline.hashsets import hashset_source
+
+    sources = [hashset_source(spec) for spec in specs or []]
+    for source in sources:
+        if not source.path.is_file():
+            raise _fail(f"hash set not found: {source.path}")
+    return sources
+
+
 @app.callback(invoke_without_command=True)
 def _main(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
@@ -98,11 +116,19 @@ def triage(
     seizure: Annotated[Path, typer.Argument(help="Evidence root: a folder, an archive or a file.")],
     case: Annotated[str, typer.Option("--case", help="Case folder (created if missing).")],
     hashset: Annotated[
-        list[Path] | None, typer.Option("--hashset", help="Known-bad hash set to import and match.")
+        list[str] | None,
+        typer.Option(
+            "--hashset",
+            help="Known-bad hash set to import and match; FORMAT:FILE (e.g. pdq:list.txt) says "
+            "its format when the content cannot (a bare list of 64-digit hashes reads as SHA-256).",
+        ),
     ] = None,
     known_good: Annotated[
-        list[Path] | None,
-        typer.Option("--known-good", help="Known-good hash set (NSRL is always known-good)."),
+        list[str] | None,
+        typer.Option(
+            "--known-good",
+            help="Known-good hash set, FILE or FORMAT:FILE (NSRL is always known-good).",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Decode processes (0: one per core).")] = 0,
     models: Annotated[
@@ -179,9 +205,8 @@ def triage(
             "--case needs a folder name (an empty one would put the case in the current folder)"
         )
     case_dir = Path(case)
-    for hs in [*(hashset or []), *(known_good or [])]:
-        if not hs.is_file():
-            raise _fail(f"hash set not found: {hs}")
+    bad_sets = _hashset_sources(hashset)
+    good_sets = _hashset_sources(known_good)
     settings = _settings(workers=workers)
     if models is not None:
         settings = settings.model_copy(update={"models": models})
@@ -222,8 +247,8 @@ def triage(
             seizure,
             case_dir,
             settings=settings,
-            hashsets=hashset or [],
-            known_good=known_good or [],
+            hashsets=bad_sets,
+            known_good=good_sets,
             progress=show and not as_json,
             retry_errors=retry_errors,
         )
@@ -232,6 +257,8 @@ def triage(
     except KeyboardInterrupt:
         err.print("interrupted: what was done is kept; run the same command again to resume")
         raise typer.Exit(130) from None
+    for message in summary.warnings:
+        _warn(message)
     if as_json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -456,7 +483,13 @@ def search(
     image: Annotated[
         Path | None, typer.Option(help="PDQ search by an image, in any rotation or mirror.")
     ] = None,
-    k: Annotated[int, typer.Option(help="Hits per query face / query.")] = 10,
+    k: Annotated[int, typer.Option(help="Hits per query (per query face with --all-faces).")] = 10,
+    all_faces: Annotated[
+        bool,
+        typer.Option(
+            "--all-faces", help="Face search: search every face of the image, not only the largest."
+        ),
+    ] = False,
     max_distance: Annotated[int, typer.Option(help="PDQ Hamming distance.")] = 31,
     recheck: Annotated[bool, typer.Option(help="Scene: re-rank by geometric agreement.")] = False,
     all_under: Annotated[
@@ -479,7 +512,7 @@ def search(
     settings = _settings()
     try:
         if face is not None:
-            hits = search_faces(cases, face, k=k, settings=settings)
+            hits = search_faces(cases, face, k=k, settings=settings, all_faces=all_faces)
         elif scene is not None:
             hits = search_scene(cases, scene, k=k, settings=settings, recheck=recheck)
         else:
@@ -519,7 +552,8 @@ def persons(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
     min_faces: Annotated[int, typer.Option(help="Smallest group shown as a person.")] = 3,
     min_similarity: Annotated[
-        float | None, typer.Option(help="Cosine to join two faces (0.80).")
+        float | None,
+        typer.Option(help="Cosine to join two faces (default 0.92, dlib face descriptors)."),
     ] = None,
     recluster: Annotated[bool, typer.Option(help="Cluster again even if no face is new.")] = False,
     merge: Annotated[
@@ -758,23 +792,34 @@ def report(
 
 @hashsets_app.command("import")
 def hashsets_import(
-    files: Annotated[list[Path], typer.Argument(help="Hash-set files.")],
+    files: Annotated[list[str], typer.Argument(help="Hash-set files (FILE or FORMAT:FILE).")],
     into: Annotated[Path, typer.Option("--into", help="Case folder.")],
     known_good: Annotated[
         bool, typer.Option("--known-good", help="These sets list known-good files.")
     ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Read every file as this format (vics-1, vics-2, csv, icse, nsrl, pdq) instead "
+            "of detecting it; needed for a bare list of 64-digit PDQ hashes.",
+        ),
+    ] = None,
 ) -> None:
-    """Import hash sets into a case (each file once; format detected from its content)."""
-    from heroes.pipeline.hashsets import HashSetError
+    """Import hash sets into a case (each file once; format detected from its content unless
+    --format or a FORMAT: prefix says it)."""
+    from heroes.pipeline.hashsets import FORMATS, HashSetError, HashSetSource
     from heroes.pipeline.runner import import_hashsets
     from heroes.store.db import CaseStore, StoreError
 
-    for f in files:
-        if not f.is_file():
-            raise _fail(f"hash set not found: {f}")
+    if fmt is not None and fmt.lower() not in FORMATS:
+        raise _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    sources = _hashset_sources(files)
+    if fmt is not None:
+        sources = [HashSetSource(s.path, s.fmt or fmt.lower()) for s in sources]
     try:
         store = CaseStore(into, _settings().db_url)
-        done = import_hashsets(store, files, known_good=True if known_good else None)
+        done = import_hashsets(store, sources, known_good=True if known_good else None, warn=_warn)
     except (StoreError, HashSetError) as exc:
         raise _fail(str(exc)) from exc
     for name, entries, rejected, new in done:
@@ -810,6 +855,8 @@ def hashsets_list(case: Annotated[Path, typer.Argument(help="Case folder.")]) ->
     for r in rows:
         cats = "; ".join(f"{k} {v}" for k, v in r.categories.items()) or "none"
         out.print(_shown(f"{r.name} categories ({r.scheme}): {cats}"), soft_wrap=True)
+        if (r.meta or {}).get("warning"):
+            _warn(str(r.meta["warning"]))
     store.close()
 
 

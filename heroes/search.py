@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from heroes.config import Settings, get_settings
 from heroes.index import (
+    DEFAULT_MIN_SIMILARITY,
     BinaryIndex,
     FloatIndex,
     Hit,
@@ -142,11 +143,29 @@ def _query_image(image: Path | bytes, settings: Settings) -> np.ndarray:
     return rgb
 
 
+def _pdq_query_image(image: Path | bytes, settings: Settings) -> np.ndarray:
+    """The pixels the pass hashes with PDQ (alpha dropped, as the reference hashers do)."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    rgb, info = load_rgb(
+        data, working_size=settings.working_size, max_pixels=settings.limits.max_pixels
+    )
+    return rgb if info.pdq_pixels is None else info.pdq_pixels
+
+
 def search_faces(
-    cases: Sequence[Path], image: Path | bytes, *, k: int = 10, settings: Settings | None = None
+    cases: Sequence[Path],
+    image: Path | bytes,
+    *,
+    k: int = 10,
+    settings: Settings | None = None,
+    all_faces: bool = False,
 ) -> list[SearchHit]:
-    """Every face of the query image searched in the cases' face indexes; hits of all query faces
-    merged by score, each naming the query face it answers (``query_face``, ``query_bbox``)."""
+    """The query image's largest face searched in the cases' face indexes: ``k`` hits.
+
+    A query photo often shows a bystander in the background; searching every face would return
+    ``k`` rows for each, mixed by score. With ``all_faces`` every face is searched, ``k`` hits
+    each, merged by score. Each hit names the query face it answers (``query_face``, its index
+    among the faces found, and ``query_bbox``)."""
     settings = settings or get_settings()
     with _open_cases(cases, settings) as stores:
         analyzer = Analyzer(
@@ -159,13 +178,24 @@ def search_faces(
         indexes = _load_float(cases, f"face-{settings.face_model}")
         if not indexes:
             return []
-        q = np.stack([v["vector"] for v in vecs]).astype(np.float32)
+        chosen = list(range(len(vecs))) if all_faces else [_largest_face(vecs)]
+        q = np.stack([vecs[i]["vector"] for i in chosen]).astype(np.float32)
         per_query = search_many(indexes, q, k)
         merged: list[tuple[Hit, int | None, list[float] | None]] = []
-        for qi, hits in enumerate(per_query):
+        for qi, hits in zip(chosen, per_query, strict=True):
             merged += [(h, qi, list(vecs[qi]["bbox"])) for h in hits]
         merged.sort(key=lambda t: -t[0].score)
-        return _resolve(merged[: k * len(vecs)], stores, "face")
+        return _resolve(merged[: k * len(chosen)], stores, "face")
+
+
+def _largest_face(vecs: Sequence[dict[str, Any]]) -> int:
+    """Index of the face with the largest box (the first of equals): the subject of a photo."""
+
+    def area(v: dict[str, Any]) -> float:
+        x1, y1, x2, y2 = v["bbox"]
+        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+    return max(range(len(vecs)), key=lambda i: (area(vecs[i]), -i))
 
 
 def search_scene(
@@ -249,12 +279,15 @@ def search_pdq(
             store = stores[case_name(cases[0])]
             with store.session() as s:
                 row = s.execute(
-                    select(ItemRow.pdq, ItemRow.video).where(ItemRow.id == similar_to)
+                    select(ItemRow.pdq, ItemRow.video, ItemRow.pdq_dihedral).where(
+                        ItemRow.id == similar_to
+                    )
                 ).first()
             if row is None:
                 raise SearchError(f"no item {similar_to} in {cases[0]}")
             hexes = (
-                [row.pdq]
+                # an image's rotations and mirrors too, as the pass hashed them
+                (row.pdq_dihedral or [row.pdq])
                 if row.pdq
                 else [kf["pdq"] for kf in (row.video or {}).get("keyframes", []) if kf.get("pdq")]
             )
@@ -264,7 +297,7 @@ def search_pdq(
         elif image is not None:
             import pdqhash
 
-            rgb = _query_image(image, settings)
+            rgb = _pdq_query_image(image, settings)
             dihedral, _q = pdqhash.compute_dihedral(rgb)
             variants = [np.packbits(np.asarray(dihedral, dtype=np.uint8).reshape(8, 256), axis=1)]
         else:
@@ -327,9 +360,11 @@ def persons(
         root.mkdir(parents=True, exist_ok=True)
         path = root / IDENTITIES_FILE
         previous = Identities.load(path) if path.is_file() else None
-        wanted = {"min_faces": min_faces}
-        if min_similarity is not None:
-            wanted["min_similarity"] = min_similarity
+        # the similarity is always recorded, so a changed default clusters again (ids are kept)
+        wanted = {
+            "min_faces": min_faces,
+            "min_similarity": DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity,
+        }
         seen = previous.params.get("faces_seen") if previous else None
         stale = (
             previous is None

@@ -241,3 +241,49 @@ def test_search_leaves_the_indexes_alone_while_a_triage_holds_the_case(
         assert state.stat().st_mtime_ns == before
     search_scene([case], cases["q"] / "left.jpg", k=1)  # unlocked: brought up to date
     assert not (index_root(case) / "stale").exists()
+
+
+def _two_faces(cases: dict[str, Any]) -> Path:
+    """The astronaut's face (large) beside the cameraman's (smaller), on a grey canvas."""
+    path = cases["q"] / "two_faces.png"
+    if not path.exists():
+        canvas = np.full((512, 900, 3), 60, np.uint8)
+        canvas[0:300, 0:300] = data.astronaut()[0:300, 100:400]
+        canvas[0:260, 350:560] = np.stack([data.camera()] * 3, -1)[60:320, 120:330]
+        Image.fromarray(canvas).save(path)
+    return path
+
+
+def test_a_face_query_searches_its_largest_face_unless_asked_for_all(
+    cases: dict[str, Any],
+) -> None:
+    query = _two_faces(cases)
+    largest = search_faces([cases["case"]], query, k=3)
+    assert len(largest) == 3
+    assert len({h.query_face for h in largest}) == 1
+    assert all(h.query_bbox is not None and h.query_bbox[2] < 300 for h in largest)
+    assert "astronaut" in (largest[0].path or "")
+    every = search_faces([cases["case"]], query, k=3, all_faces=True)
+    assert len({h.query_face for h in every}) == 2
+    assert len(every) == 6
+    assert {h.item_id for h in largest} <= {h.item_id for h in every}
+
+
+def test_cli_face_search_returns_k_rows_and_all_faces_k_per_face(cases: dict[str, Any]) -> None:
+    query = str(_two_faces(cases))
+    base = ["search", str(cases["case"]), "--face", query, "--k", "2", "--format", "jsonl"]
+    one = runner.invoke(app, base)
+    assert one.exit_code == 0, one.output
+    assert len(one.stdout.splitlines()) == 2
+    both = runner.invoke(app, [*base, "--all-faces"])
+    assert both.exit_code == 0, both.output
+    assert len(both.stdout.splitlines()) == 4
+
+
+def test_persons_help_shows_the_default_similarity() -> None:
+    from heroes.index import DEFAULT_MIN_SIMILARITY
+
+    result = runner.invoke(app, ["persons", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert f"default {DEFAULT_MIN_SIMILARITY:.2f}" in result.output
+    assert DEFAULT_MIN_SIMILARITY == 0.92

@@ -159,6 +159,7 @@ def decode_media(
                 "pdq": img.pdq,
                 "pdq_quality": img.pdq_quality,
                 "exif": img.exif,
+                "pdq_dihedral": img.pdq_dihedral,
             }
             if img.damage is not None:
                 # damaged, but enough of it decoded: analysed as a viewer shows it, damage kept
@@ -186,7 +187,12 @@ def decode_media(
                 keep_pixels=opts.models is not None,
             )
             rec = vid.to_record()
-            out = {"video": rec, "width": vid.width, "height": vid.height}
+            out = {
+                "video": rec,
+                "width": vid.width,
+                "height": vid.height,
+                "pdq_dihedral": [k.dihedral for k in vid.keyframes],
+            }
             if vid.truncated:
                 out["error"] = f"video partly decoded: {vid.truncated}"
             kept = [k for k in vid.keyframes if k.pixels is not None]
@@ -201,9 +207,18 @@ def decode_media(
             # too damaged to analyse: the header's facts stay, and a hash only if there is one
             out.update(width=partial.width, height=partial.height, exif=partial.exif)
             if partial.pdq is not None:
-                out.update(pdq=partial.pdq, pdq_quality=partial.pdq_quality)
+                out.update(
+                    pdq=partial.pdq,
+                    pdq_quality=partial.pdq_quality,
+                    pdq_dihedral=partial.pdq_dihedral,
+                )
         elif isinstance(partial, VideoAnalysis):
-            out.update(video=partial.to_record(), width=partial.width, height=partial.height)
+            out.update(
+                video=partial.to_record(),
+                width=partial.width,
+                height=partial.height,
+                pdq_dihedral=[k.dihedral for k in partial.keyframes],
+            )
         return Decoded(out, [], [])
     except MemoryError:
         return Decoded({"status": "error", "error": "decode failed: out of memory"}, [], [])

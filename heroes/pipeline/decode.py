@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFile
 from pillow_heif import register_heif_opener
 
+from heroes.pipeline.matching import PDQ_DIHEDRAL
 from heroes.pipeline.xmp import fill_missing, read_iptc, read_xmp, xmp_packet
 
 register_heif_opener()
@@ -107,6 +108,8 @@ class ImageInfo:
     truncated: str | None = None
     #: share of the rows that decoded (1.0 unless ``truncated``)
     decoded_fraction: float = 1.0
+    #: what PDQ hashes when it differs from the working copy (see :func:`pdq_pixels`)
+    pdq_pixels: NDArray[np.uint8] | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +126,8 @@ class ImageAnalysis:
     #: why the file is damaged when it was analysed anyway (the record's ``error``), else None
     damage: str | None = None
     decoded_fraction: float = 1.0
+    #: PDQ of the image and of its rotations and mirrors, in :data:`PDQ_DIHEDRAL` order
+    pdq_dihedral: list[str] | None = None
 
 
 class _Damaged(Exception):
@@ -148,7 +153,12 @@ def analyze_image(
         data, working_size=working_size, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes
     )
     too_damaged = info.truncated is not None and info.decoded_fraction < min_decoded_fraction
-    pdq, quality = (None, None) if too_damaged else pdq_hex(rgb)
+    dihedral: list[str] | None = None
+    pdq: str | None = None
+    quality: int | None = None
+    if not too_damaged:
+        dihedral, quality = pdq_dihedral_hex(rgb if info.pdq_pixels is None else info.pdq_pixels)
+        pdq = dihedral[0]
     analysis = ImageAnalysis(
         width=info.width,
         height=info.height,
@@ -161,6 +171,7 @@ def analyze_image(
         pixels=rgb if keep_pixels and not too_damaged else None,
         damage=info.truncated,
         decoded_fraction=info.decoded_fraction,
+        pdq_dihedral=dihedral,
     )
     if too_damaged:
         needed = f"under the {min_decoded_fraction:.0%} needed to analyse it"
@@ -235,7 +246,7 @@ def _decode(
         exif = read_exif(im)
         orientation = exif.get("orientation", 1) if exif else 1
         try:
-            rgb = _working_copy(im, working_size, orientation)
+            rgb, for_pdq = _working_copy(im, working_size, orientation)
         except MemoryError:
             raise
         except Exception as error:
@@ -254,6 +265,7 @@ def _decode(
         frames=frames,
         exif=exif,
         decoded_fraction=fraction,
+        pdq_pixels=for_pdq,
     )
     return rgb, info
 
@@ -301,15 +313,34 @@ def _decoded_fraction(im: Image.Image, band: int = 64) -> float:
     return 0.0
 
 
-def _working_copy(im: Image.Image, working_size: int, orientation: int) -> NDArray[np.uint8]:
-    """Resample first and rotate after: transposing the small copy is the cheap order."""
+def _working_copy(
+    im: Image.Image, working_size: int, orientation: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
+    """Resample first and rotate after: transposing the small copy is the cheap order.
+
+    Returns the RGB working copy and, when PDQ must hash other pixels, those (see
+    :func:`pdq_pixels`).
+    """
     work = _working_mode(im)
     if work.mode in ("RGBA", "LA"):
         work = _reduce_in_strips(work, working_size)
     work.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
     if orientation in _ORIENTATION_TRANSPOSE:
         work = work.transpose(_ORIENTATION_TRANSPOSE[orientation])
-    return to_rgb_array(work)
+    return to_rgb_array(work), pdq_pixels(work)
+
+
+def pdq_pixels(im: Image.Image) -> NDArray[np.uint8] | None:
+    """The pixels PDQ hashes when they differ from :func:`to_rgb_array`'s, else None.
+
+    The reference hashers (Meta's C++ ``pdq-photo-hasher``, python-threatexchange, the vPDQ and
+    WebAssembly ports) drop the alpha channel and hash the colour samples as stored, transparent
+    ones included. Hash lists made with them only match when heroes hashes the same pixels, so
+    PDQ skips the white compositing that the models and thumbnails get.
+    """
+    if im.mode != "RGBA":
+        return None
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8)[..., :3])
 
 
 def _reduce_in_strips(im: Image.Image, working_size: int, rows: int = 64) -> Image.Image:
@@ -503,6 +534,19 @@ def pdq_hex(rgb: NDArray[np.uint8]) -> tuple[str, int]:
     """
     bits, quality = pdqhash.compute(np.ascontiguousarray(rgb, dtype=np.uint8))
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex(), int(quality)
+
+
+def pdq_dihedral_hex(rgb: NDArray[np.uint8]) -> tuple[list[str], int]:
+    """PDQ hashes of an RGB array and of its 7 rotations and mirrors (:data:`PDQ_DIHEDRAL`
+    order), hex-encoded, and their quality.
+
+    The reference hasher derives all eight from one DCT (about 10 ms against 7 ms for one hash
+    at 512 px), so a mirrored or rotated copy of a known image can be matched without hashing it
+    again; the first is exactly :func:`pdq_hex`'s hash.
+    """
+    hashes, quality = pdqhash.compute_dihedral(np.ascontiguousarray(rgb, dtype=np.uint8))
+    packed = np.packbits(np.asarray(hashes, dtype=np.uint8).reshape(len(PDQ_DIHEDRAL), 256), axis=1)
+    return [row.tobytes().hex() for row in packed], int(quality)
 
 
 def pdq_bytes(hashes: Iterable[str]) -> NDArray[np.uint8]:

@@ -33,8 +33,10 @@ __all__ = [
     "HashEntry",
     "HashSetError",
     "HashSetInfo",
+    "HashSetSource",
     "ParseStats",
     "detect_format",
+    "hashset_source",
     "open_hashset",
 ]
 
@@ -154,6 +156,8 @@ class ParseStats:
     entries: int = 0
     rejected: int = 0
     rejects: list[str] = field(default_factory=list)
+    #: doubts about the whole set that a person must see (e.g. SHA-256 or PDQ?)
+    warnings: list[str] = field(default_factory=list)
 
 
 class _Reject(Exception):
@@ -321,6 +325,31 @@ class _Layout:
 class _Sniff:
     fmt: str
     layout: _Layout | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HashSetSource:
+    """A hash-set file and the format its user says it has (None: detect from the content)."""
+
+    path: Path
+    fmt: str | None = None
+
+
+def hashset_source(spec: str | Path | HashSetSource) -> HashSetSource:
+    """A command-line hash-set argument: ``FILE``, or ``FORMAT:FILE`` such as ``pdq:list.txt``.
+
+    A bare list of 64-digit hashes may hold SHA-256 or PDQ hashes and nothing in it tells which;
+    the prefix settles it. A name that exists as a file is always a plain file name, so a file
+    really called ``pdq:x.txt`` stays readable.
+    """
+    if isinstance(spec, HashSetSource):
+        return spec
+    text = str(spec)
+    prefix, sep, rest = text.partition(":")
+    if sep and rest and prefix.lower() in FORMATS and not Path(text).exists():
+        return HashSetSource(Path(rest), prefix.lower())
+    return HashSetSource(Path(spec))
 
 
 def _read_head(path: Path) -> bytes:
@@ -347,8 +376,10 @@ def detect_format(path: Path) -> str:
     """The format of a hash set, one of :data:`FORMATS`, from its content alone.
 
     A bare list of 64-digit hashes is read as SHA-256 ('csv'); it counts as a PDQ list only when
-    its lines carry labels or a comment names PDQ. Pass ``fmt`` to :func:`open_hashset` to
-    settle such a case otherwise.
+    its lines carry labels or quality, a comment names PDQ, or a header puts a quality column
+    beside a generic hash column. Pass ``fmt`` to :func:`open_hashset` (``pdq:FILE`` on the
+    command line) to settle such a case otherwise; :func:`open_hashset` warns in
+    :attr:`ParseStats.warnings` when a bare 64-digit list could be either.
     """
     return _sniff(Path(path), None).fmt
 
@@ -379,7 +410,7 @@ def _sniff(path: Path, forced: str | None) -> _Sniff:
     data = [(n, s) for n, raw in lines if (s := raw.strip()) and not s.startswith("#")]
     comments = [s for _, raw in lines if (s := raw.strip()).startswith("#")]
     if forced == "pdq":
-        return _Sniff("pdq", _Layout("pdq", encoding))
+        return _Sniff("pdq", _pdq_header_layout(data[:_SAMPLE_LINES], encoding))
     if not data:
         raise _error(path, "no lines with hashes in the first 64 KiB")
     if forced is None or forced in ("csv", "icse"):
@@ -388,7 +419,11 @@ def _sniff(path: Path, forced: str | None) -> _Sniff:
             fmt = forced or ("icse" if layout.flavour == "icse" else "csv")
             if fmt == "icse" and forced == "icse":
                 layout.flavour = "icse"
-            return _Sniff(fmt, layout)
+            sniff = _Sniff(fmt, layout)
+            if forced is None:
+                rows = [(n, line) for n, line in data[:_SAMPLE_LINES] if n > layout.skip_to]
+                sniff.warning = _ambiguous_column(path, layout, rows)
+            return sniff
         if forced == "icse":
             raise _error(path, "no header line naming an MD5 or SHA-1 column")
         if forced == "csv":
@@ -400,7 +435,60 @@ def _sniff(path: Path, forced: str | None) -> _Sniff:
             "not VICS JSON, an SQLite database, a CSV with a hash column header, a list of "
             "hex hashes or a PDQ list",
         )
-    return _Sniff("pdq" if flavour == "pdq" else "csv", _Layout(flavour, encoding))
+    sniff = _Sniff("pdq" if flavour == "pdq" else "csv", _Layout(flavour, encoding))
+    if flavour == "bare" and forced is None:
+        sniff.warning = _ambiguous_list(path, [s for _, s in data[:_SAMPLE_LINES]])
+    return sniff
+
+
+def _ambiguous_list(path: Path, lines: list[str]) -> str | None:
+    """A warning for a bare list of 64-digit hashes, which reads as SHA-256 but may be PDQ.
+
+    Some tools export PDQ lists as bare hex lines; read as SHA-256 they silently match nothing.
+    ``sha256sum`` output (two spaces, or `` *`` before a file name) is not in doubt.
+    """
+    firsts = [_token(line)[0] for line in lines]
+    if not firsts or any(len(f) != 64 for f in firsts):
+        return None
+    if all(_COREUTILS_RE.match(line) for line in lines):
+        return None
+    return (
+        f"{path.name}: a bare list of 64-digit hashes, read as SHA-256; if it holds PDQ hashes, "
+        f"import it as pdq:{path.name} (or --format pdq), or add a '# PDQ' line to it"
+    )
+
+
+def _pdq_header_layout(data: list[tuple[int, str]], encoding: str) -> _Layout:
+    """The layout of a list forced to PDQ: its CSV header if it has one, with a generic hash
+    column read as PDQ, else one PDQ hash per line."""
+    layout = _header_layout(data, encoding) if data else None
+    if layout is None or layout.flavour != "header":
+        return _Layout("pdq", encoding)
+    for c in layout.columns:
+        if c.role == "hash":
+            c.role = "pdq"
+    return layout
+
+
+def _ambiguous_column(path: Path, layout: _Layout, data: list[tuple[int, str]]) -> str | None:
+    """A warning for a CSV whose only hash column has a generic name ('hash') and holds 64-digit
+    values: read as SHA-256, they may be PDQ hashes."""
+    generic = [c for c in layout.columns if c.role == "hash"]
+    if len(generic) != 1 or any(c.role in _HASH_KINDS for c in layout.columns):
+        return None
+    column = generic[0]
+    values = [
+        _clean(cells[column.index])
+        for _, line in data
+        if len(cells := _split(line, layout.delimiter)) > column.index
+    ]
+    values = [v for v in values if v]
+    if not values or any(len(v) != 64 for v in values):
+        return None
+    return (
+        f"{path.name}: its {column.key!r} column holds 64-digit hashes, read as SHA-256; if they "
+        f"are PDQ hashes, import it as pdq:{path.name} (or --format pdq), or name the column 'pdq'"
+    )
 
 
 def _vics_flavour(path: Path, head_text: str) -> str:
@@ -539,6 +627,7 @@ def _header_columns(cells: list[str]) -> list[_Column] | None:
             columns.append(_Column(i, "text", _TEXT_HEADERS.get(norm, key)))
     if not any(c.role in _HASH_KINDS or c.role == "hash" for c in columns):
         return None
+    _pdq_by_quality(columns, norms)
     taken: set[str] = set()
     unique = []
     for c in columns:
@@ -548,6 +637,22 @@ def _header_columns(cells: list[str]) -> list[_Column] | None:
             taken.add(c.role)
         unique.append(c)
     return unique
+
+
+_QUALITY_HEADERS = frozenset({"quality", "pdqquality", "hashquality"})
+
+
+def _pdq_by_quality(columns: list[_Column], norms: list[str]) -> None:
+    """A generic hash column next to a quality column holds PDQ hashes (as the PDQ hashers and
+    ThreatExchange exports write them): only perceptual hashes have a quality."""
+    if not _QUALITY_HEADERS & set(norms):
+        return
+    for c in columns:
+        if c.role == "hash":
+            c.role = "pdq"
+        elif c.role == "text" and norms[c.index] in _QUALITY_HEADERS:
+            c.role = "int"
+            c.key = "quality"
 
 
 def _header_layout(data: list[tuple[int, str]], encoding: str) -> _Layout | None:
@@ -657,6 +762,9 @@ def open_hashset(
         if sniff.layout is None:
             raise _error(path, f"no text layout for {sniff.fmt}")
         scheme, meta, default_good, rows = _text_plan(path, sniff.layout)
+    if sniff.warning is not None:
+        meta["warning"] = sniff.warning
+        stats.warnings.append(sniff.warning)
     info = HashSetInfo(
         name=name if name is not None else path.stem,
         format=sniff.fmt,

@@ -13,10 +13,11 @@ next run redoes; the unique (evidence, path) key means nothing is counted twice.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -31,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select, update
 
 from heroes.config import Settings, get_settings
@@ -38,7 +40,7 @@ from heroes.files import sha256_file
 from heroes.index import hashes_from_hex
 from heroes.pipeline.analyze import AnalyzeOptions, analyze_media
 from heroes.pipeline.discover import Entry, content_source, walk
-from heroes.pipeline.hashsets import open_hashset
+from heroes.pipeline.hashsets import HashSetSource, hashset_source, open_hashset
 from heroes.pipeline.identify import (
     MEDIA_ARCHIVE,
     MEDIA_IMAGE,
@@ -52,7 +54,7 @@ from heroes.pipeline.identify import (
 )
 from heroes.pipeline.indexing import mark_stale, update_indexes
 from heroes.pipeline.infer import InferOptions
-from heroes.pipeline.matching import nearest_within, visual_groups
+from heroes.pipeline.matching import PDQ_DIHEDRAL, nearest_within_variants, visual_groups
 from heroes.store.db import CaseStore, StoreError
 from heroes.store.lock import case_lock
 from heroes.store.schema import ItemRow, VectorRow
@@ -107,6 +109,8 @@ class TriageSummary:
     nodes: Counter[str] = field(default_factory=Counter)
     redone: int = 0
     ray: dict[str, Any] = field(default_factory=dict)
+    #: doubts a person must see, e.g. a hash set that may not be what it was read as
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def files_per_second(self) -> float:
@@ -146,6 +150,7 @@ class TriageSummary:
             "ray": {**self.ray, "files_per_node": dict(self.nodes), "redone": self.redone}
             if self.engine == "ray"
             else None,
+            "warnings": self.warnings,
         }
 
 
@@ -159,21 +164,40 @@ def error_kind(error: str) -> str:
 
 
 def import_hashsets(
-    store: CaseStore, paths: Sequence[Path], *, known_good: bool | None = None
+    store: CaseStore,
+    paths: Sequence[Path | HashSetSource],
+    *,
+    known_good: bool | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[tuple[str, int, int, bool]]:
     """Import hash-set files into the case, once each (a file already imported is recognised by
-    its SHA-256). Returns (name, entries, rejected, newly_imported) per file."""
+    its SHA-256, and by the format it was forced to). Returns (name, entries, rejected,
+    newly_imported) per file; doubts about a set (a bare 64-digit list that may be PDQ) go to
+    ``warn``."""
     out = []
-    for path in paths:
-        digest = sha256_file(path)
+    for spec in paths:
+        source = hashset_source(spec)
+        digest = _hashset_key(sha256_file(source.path), source.fmt)
         row = store.hashset_with_source(digest)
         if row is not None:
+            if warn is not None and row.meta.get("warning"):
+                warn(str(row.meta["warning"]))
             out.append((row.name, row.entries, row.rejected, False))
             continue
-        info, entries, stats = open_hashset(path, known_good=known_good)
+        info, entries, stats = open_hashset(source.path, fmt=source.fmt, known_good=known_good)
         row = store.add_hashset(info, entries, stats, digest)
+        for message in stats.warnings if warn is not None else ():
+            warn(message)
         out.append((row.name, row.entries, row.rejected, True))
     return out
+
+
+def _hashset_key(file_sha256: str, fmt: str | None) -> str:
+    """The identity of an imported set: its file, and the format it was forced to, so that a
+    list first read as SHA-256 can be imported again as PDQ."""
+    if fmt is None:
+        return file_sha256
+    return hashlib.sha256(f"{file_sha256}:{fmt}".encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -726,6 +750,11 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
                 times.append(kf.get("time"))
     mat = hashes_from_hex(hashes)
     own = np.asarray(owners, dtype=np.int64)
+    # rotations and mirrors of each image and keyframe stand for it in the matching, and those
+    # of images in the grouping
+    flips, flip_of, flip_kind = _dihedral_variants(
+        store, {(owners[k], t): k for k, t in enumerate(times)}
+    )
 
     # Known-bad PDQ matches, for items that no hash matched. The references are the PDQ hashes of
     # the hash sets and of this case's own files that a hash set names exactly (its MD5 list may
@@ -750,7 +779,7 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     unmatched = {i for i, _p, _q, _v, km, _st, _vg in items if km is None}
     updates: dict[int, dict[str, Any]] = {}
     if len(refs) and len(mat):
-        best, dist = nearest_within(mat, refs, max_d)
+        best, dist, found_by = nearest_within_variants(mat, refs, max_d, flips, flip_of)
         for k in np.nonzero(best >= 0)[0].tolist():
             item_id = owners[k]
             if item_id not in unmatched:
@@ -761,6 +790,8 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
             km = {**ref_match[int(best[k])], "method": "pdq", "distance": int(dist[k])}
             if times[k] is not None:
                 km["frame_time"] = times[k]
+            if found_by[k] >= 0:
+                km["transform"] = PDQ_DIHEDRAL[int(flip_kind[found_by[k]])]
             updates.setdefault(item_id, {"id": item_id})["known_match"] = km
         if summary is not None:
             sets_by_name = {m.name: m for m in sets.values()}
@@ -777,7 +808,12 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     # Groups join images only: a video holds many scenes, and joining through its frames would
     # chain unrelated photos into one group. Video frames are matched against hash sets above.
     still = np.asarray([t is None for t in times], dtype=bool)
-    groups = visual_groups(mat[still], own[still], max_d) if len(mat) else {}
+    still_flips = still[flip_of] if len(flip_of) else np.zeros(0, dtype=bool)
+    groups = (
+        visual_groups(mat[still], own[still], max_d, flips[still_flips], own[flip_of[still_flips]])
+        if len(mat)
+        else {}
+    )
     for item_id, _p, _q, _v, _km, status, old_group in items:
         if status != "duplicate" and groups.get(item_id) != old_group:
             updates.setdefault(item_id, {"id": item_id})["visual_group"] = groups.get(item_id)
@@ -785,6 +821,46 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
 
     _copy_to_duplicates(store)
     rank_items(store, settings)
+
+
+def _dihedral_variants(
+    store: CaseStore, row_of: dict[tuple[int, float | None], int]
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+    """The rotated and mirrored PDQ hashes of the images and video keyframes whose own hash is
+    row ``row_of[(item, frame time)]`` of the matching matrix (time None for an image): the
+    hashes, the row each stands for, and its :data:`PDQ_DIHEDRAL` index."""
+    hexes: list[str] = []
+    rows: list[int] = []
+    kinds: list[int] = []
+    with store.session() as s:
+        found = s.execute(
+            select(ItemRow.id, ItemRow.pdq_dihedral, ItemRow.video).where(
+                ItemRow.pdq_dihedral.is_not(None), ItemRow.status != "duplicate"
+            )
+        ).all()
+    for item_id, dihedral, video in found:
+        if not isinstance(dihedral, list) or not dihedral:
+            continue
+        if isinstance(dihedral[0], str):  # an image: its 8 hashes
+            pairs = [((item_id, None), dihedral)]
+        else:  # a video: 8 hashes per keyframe, in the order of video.keyframes
+            frames = (video or {}).get("keyframes") or []
+            pairs = [
+                ((item_id, kf.get("time")), d) for kf, d in zip(frames, dihedral, strict=False)
+            ]
+        for key, variants in pairs:
+            k = row_of.get(key)
+            if k is None or not isinstance(variants, list) or len(variants) != len(PDQ_DIHEDRAL):
+                continue
+            for kind, h in enumerate(variants[1:], start=1):
+                hexes.append(h)
+                rows.append(k)
+                kinds.append(kind)
+    return (
+        hashes_from_hex(hexes),
+        np.asarray(rows, dtype=np.int64),
+        np.asarray(kinds, dtype=np.int64),
+    )
 
 
 def rank_items(store: CaseStore, settings: Settings) -> None:
@@ -831,6 +907,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
 _ANALYSED = (
     "pdq",
     "pdq_quality",
+    "pdq_dihedral",
     "exif",
     "video",
     "width",
@@ -928,8 +1005,8 @@ def triage(
     case_dir: Path,
     *,
     settings: Settings | None = None,
-    hashsets: Sequence[Path] = (),
-    known_good: Sequence[Path] = (),
+    hashsets: Sequence[Path | HashSetSource] = (),
+    known_good: Sequence[Path | HashSetSource] = (),
     progress: bool = False,
     retry_errors: bool = False,
 ) -> TriageSummary:
@@ -944,10 +1021,14 @@ def triage(
     t0 = time.perf_counter()
     try:
         with case_lock(case_dir):
-            imported = import_hashsets(store, list(hashsets))
-            imported += import_hashsets(store, list(known_good), known_good=True)
+            doubts: list[str] = []
+            imported = import_hashsets(store, list(hashsets), warn=doubts.append)
+            imported += import_hashsets(
+                store, list(known_good), known_good=True, warn=doubts.append
+            )
             run_id = store.start_run(str(evidence), settings.model_dump())
             summary = TriageSummary(run_id, str(evidence), str(case_dir))
+            summary.warnings = doubts
             summary.hashsets_imported = [f"{n} ({e} entries)" for n, e, _r, new in imported if new]
             _files, total_bytes = _prescan(evidence) if progress else (0, 0)
             bar = _Progress(progress, total_bytes)

@@ -35,7 +35,7 @@ import av
 import numpy as np
 from numpy.typing import NDArray
 
-from heroes.pipeline.decode import DecodeError, pdq_hex
+from heroes.pipeline.decode import DecodeError, pdq_dihedral_hex, pdq_hex
 from heroes.pipeline.identify import StreamSource, open_evidence
 
 try:
@@ -47,6 +47,11 @@ except ImportError:  # pragma: no cover - platforms without the compiled referen
 MAX_BAD_PACKETS = 50
 #: vPDQ's sampling period, fixed by its definition
 VPDQ_SECONDS_PER_HASH = 1.0
+#: vPDQ hashes whole frames (0 x 0 = no downsampling), as the reference tools and published vPDQ
+#: lists do: at the 512 px working size the hashes of the published sample videos drift up to 32
+#: bits from the reference (median 8); at full size at most 6 (median 2), at about the same cost
+#: (PDQ reduces a frame to 64 x 64 itself, so decoding dominates)
+VPDQ_FRAME_SIZE = (0, 0)
 _EPS = 1e-6
 
 
@@ -56,6 +61,8 @@ class Keyframe:
     pdq: str | None
     pdq_quality: int | None
     pixels: NDArray[np.uint8] | None = None
+    #: PDQ of the frame's rotations and mirrors (``PDQ_DIHEDRAL`` order; the first is ``pdq``)
+    dihedral: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -174,13 +181,13 @@ def _analyze_open(
     keep_pixels: bool,
     budget: _DecodeBudget,
 ) -> VideoAnalysis:
-    in_memory = isinstance(source, bytes | bytearray | memoryview)
     stream = _video_stream(container)
     ctx = stream.codec_context
     ctx.thread_type = "AUTO"
     codec, coded = ctx.name, (stream.width or None, stream.height or None)
     fps = _fps(stream)
     duration = _duration(stream, container)
+    reference = _reference_can_run(source)
     scan = _scan(
         container,
         stream,
@@ -191,17 +198,19 @@ def _analyze_open(
         keep_pixels=keep_pixels,
         fps=fps,
         budget=budget,
+        per_second=not reference,
     )
     if duration is None and scan.truncated is None:
         duration = scan.end
     width, height = coded if scan.rotation % 180 == 0 else coded[::-1]
     features, vpdq_source = None, "pdqhash"
-    # the reference decodes the whole video again: only when that fits in the time budget too,
-    # and it needs the bytes (a file inside a forensic image keeps its PDQ keyframes)
+    # the reference decodes the whole video again: only when that fits in the time budget too
     second_pass = scan.truncated is None and scan.elapsed <= budget.seconds / 2
-    if second_pass and in_memory and coded[0] and coded[1]:
-        features = _reference_vpdq(source, _fit(coded[0], coded[1], working_size))
+    if reference and second_pass and coded[0] and coded[1]:
+        features = _reference_vpdq(source, VPDQ_FRAME_SIZE)
         vpdq_source = "vpdq" if features else vpdq_source
+    if reference and second_pass and not features and scan.keyframes:
+        scan.per_second = _per_second_pass(source, max_seconds)
     analysis = VideoAnalysis(
         duration=duration,
         codec=codec,
@@ -272,14 +281,15 @@ def _scan(
     keep_pixels: bool,
     fps: float | None,
     budget: _DecodeBudget,
+    per_second: bool = True,
 ) -> _Scan:
     """Decode sequentially and keep frames.
 
     Kept: the first frame at or after each multiple of ``interval`` (so gaps between kept frames
     never exceed the interval, however sparse the encoder's keyframes), and keyframes at least
     half an interval after the last kept frame (scene cuts, without flooding on intra-only
-    codecs). The first frame at or after each whole second is also hashed, unrotated, for the
-    fallback vPDQ.
+    codecs). With ``per_second``, the first frame at or after each whole second is also hashed,
+    whole and unrotated, for the fallback vPDQ.
     """
     scan = _Scan()
     start = _start_time(stream)
@@ -299,23 +309,25 @@ def _scan(
         scan.end = t + (1.0 / fps if fps else 0.0)
         on_mark = t >= next_mark - _EPS
         on_cut = frame.key_frame and t - last_kept >= interval / 2
-        on_second = t >= next_second - _EPS
+        on_second = per_second and t >= next_second - _EPS
         if not (on_mark or on_cut or on_second):
             continue
         if (on_mark or on_cut) and len(scan.keyframes) >= max_frames:
             scan.truncated = f"frame limit: {max_frames} frames kept, stopped at {t:.3f} s"
             break
         scan.rotation = _rotation(frame)
-        width, height = _fit(frame.width, frame.height, working_size)
-        small = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
-        plain = pdq_hex(small) if on_second or not scan.rotation else None
-        if on_second and plain is not None:
-            scan.per_second.append({"time": t, "pdq": plain[0], "quality": plain[1]})
+        if on_second:
+            scan.per_second.append(_vpdq_feature(frame, t))
             next_second = (math.floor(t / VPDQ_SECONDS_PER_HASH + _EPS) + 1) * VPDQ_SECONDS_PER_HASH
         if on_mark or on_cut:
+            width, height = _fit(frame.width, frame.height, working_size)
+            small = frame.to_ndarray(
+                width=width, height=height, format="rgb24", interpolation="AREA"
+            )
             shown = _display(small, scan.rotation)
-            digest, quality = plain if plain is not None and not scan.rotation else pdq_hex(shown)
-            scan.keyframes.append(Keyframe(t, digest, quality, shown if keep_pixels else None))
+            dihedral, quality = pdq_dihedral_hex(shown)
+            pixels = shown if keep_pixels else None
+            scan.keyframes.append(Keyframe(t, dihedral[0], quality, pixels, dihedral))
             last_kept = t
             if on_mark:
                 next_mark = (math.floor(t / interval + _EPS) + 1) * interval
@@ -323,6 +335,57 @@ def _scan(
         scan.truncated = decoder.problem
     scan.elapsed = time.monotonic() - started
     return scan
+
+
+def _reference_can_run(source: bytes | Path | StreamSource) -> bool:
+    """Whether Meta's vpdq can be tried: it is installed and gets a name to open.
+
+    Only bytes qualify (through an anonymous in-memory file): vpdq opens a name itself, which
+    would change a file's access time on disk, and a file inside a forensic image has no name.
+    """
+    in_memory = isinstance(source, bytes | bytearray | memoryview)
+    return vpdq is not None and in_memory and hasattr(os, "memfd_create")
+
+
+def _per_second_pass(source: bytes, max_seconds: float) -> list[dict[str, Any]]:
+    """The fallback vPDQ in a second decoding pass, for the rare stream the reference refuses.
+
+    The first pass skips whole-frame hashing when the reference is expected to run: at 4K it
+    costs about 0.8 s per second of video on one core.
+    """
+    out: list[dict[str, Any]] = []
+    try:
+        container = av.open(io.BytesIO(source), options={"protocol_whitelist": "data"})
+    except Exception:
+        return out
+    with container:
+        try:
+            stream = _video_stream(container)
+        except DecodeError:
+            return out
+        stream.codec_context.thread_type = "AUTO"
+        start, fps = _start_time(stream), _fps(stream)
+        next_second = 0.0
+        for index, frame in enumerate(_Frames(container, stream)):
+            t = _frame_time(frame, start, index, fps)
+            if t > max_seconds + _EPS:
+                break
+            if t >= next_second - _EPS:
+                out.append(_vpdq_feature(frame, t))
+                next_second = (
+                    math.floor(t / VPDQ_SECONDS_PER_HASH + _EPS) + 1
+                ) * VPDQ_SECONDS_PER_HASH
+    return out
+
+
+def _vpdq_feature(frame: av.VideoFrame, t: float) -> dict[str, Any]:
+    """The fallback vPDQ feature of one frame: PDQ of the whole frame as stored, unrotated.
+
+    Like the reference package (see :data:`VPDQ_FRAME_SIZE`): a working-size copy drifts by up to
+    32 bits from published vPDQ hashes.
+    """
+    digest, quality = pdq_hex(frame.to_ndarray(format="rgb24"))
+    return {"time": t, "pdq": digest, "quality": quality}
 
 
 def _start_time(stream: av.video.stream.VideoStream) -> Fraction | None:

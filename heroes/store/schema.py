@@ -95,6 +95,10 @@ class ItemRow(Base):
     priority: Mapped[float | None] = mapped_column(Float)
     rank: Mapped[int | None] = mapped_column(Integer)
     why: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    #: PDQ of the rotations and mirrors (``PDQ_DIHEDRAL`` order, the first is the plain hash), so
+    #: flipped and rotated copies match: 8 hashes for an image, and for a video one such list per
+    #: entry of ``video.keyframes``; not part of the exported record
+    pdq_dihedral: Mapped[list[Any] | None] = mapped_column(JSON)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now

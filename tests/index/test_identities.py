@@ -76,7 +76,7 @@ def test_merge_split_and_json_round_trip(centres, tmp_path):
     ids.save(tmp_path / "identities.json")
     loaded = Identities.load(tmp_path / "identities.json")
     assert loaded.assignment == ids.assignment and loaded.next_id == ids.next_id
-    assert loaded.params["min_similarity"] == DEFAULT_MIN_SIMILARITY == 0.90
+    assert loaded.params["min_similarity"] == DEFAULT_MIN_SIMILARITY == 0.92
     summary = loaded.summary()
     assert sum(s.faces for s in summary) == len(x)
     assert summary[-1] == IdentitySummary(new, 3, len({items[int(r[1:])] for r in moved}))
