@@ -44,6 +44,7 @@ __all__ = [
     "Member",
     "Opener",
     "Unreadable",
+    "open_item",
     "register_opener",
     "walk",
 ]
@@ -956,3 +957,75 @@ def walk(
             )
         ]
     )
+
+
+def open_item(root: Path, path: str, limits: Limits | None = None) -> BinaryIO:
+    """Open one item of an earlier walk again, read-only, as a binary stream.
+
+    ``root`` is the evidence root of the walk and ``path`` the item's evidence path
+    (``a.zip!/b.tar.gz!/c.jpg``). Files on disk are opened the walker's way (no symlink, no fifo,
+    no access-time update) and only below ``root``; archive members are found again through the
+    same openers and limits and returned in memory. Raises :class:`FileNotFoundError` when the item
+    is no longer there (or names a place outside ``root``), :class:`Unreadable` when a container on
+    the way cannot be read.
+    """
+    limits = limits if limits is not None else get_settings().limits
+    real = Path(os.path.realpath(root))
+    outer, *members = path.split("!/")
+    if real.is_dir():
+        parts = outer.split("/")
+        if not outer or any(p in ("", ".", "..") for p in parts):
+            raise FileNotFoundError(f"not a path below the evidence root: {outer!r}")
+        full = real.joinpath(*parts)
+        if os.path.realpath(full) != str(full):
+            raise FileNotFoundError(f"not a plain file below the evidence root: {outer!r}")
+    elif outer == _clean(real.name):
+        full = real
+    else:
+        raise FileNotFoundError(f"{outer!r} is not the evidence file {real.name!r}")
+    try:
+        stream: BinaryIO = _open_regular(full)
+    except _NotRegular as exc:
+        raise FileNotFoundError(f"{outer}: {exc}") from None
+    label = outer.rpartition("/")[2]
+    for name in members:
+        try:
+            data = _find_member(stream, label, name, limits)
+        finally:
+            stream.close()
+        stream, label = io.BytesIO(data), name.rpartition("/")[2]
+    return stream
+
+
+def _find_member(stream: BinaryIO, label: str, name: str, limits: Limits) -> bytes:
+    head = _read_upto(stream, SNIFF_BYTES)
+    stream.seek(0, os.SEEK_END)
+    packed = stream.tell()
+    stream.seek(0)
+    kind = sniff(head).archive_kind
+    opener = OPENERS.get(kind) if kind else None
+    if opener is None:
+        raise Unreadable(f"{label} is not an archive the walker opens")
+    arc = Archive(
+        stream,
+        label,
+        packed,
+        limits,
+        Budget(limits, packed, "zip" if kind == "zip" else "decompression"),
+    )
+    found = opener(arc)
+    try:
+        for member in found:
+            if _clean(member.name) != name:
+                continue
+            if member.data is None:
+                raise Unreadable(member.error or member.skipped or f"{name}: no content")
+            return member.data
+    except Unreadable:
+        raise
+    except Exception as exc:
+        raise Unreadable(_describe(kind or "archive", exc)) from exc
+    finally:
+        if isinstance(found, Generator):
+            found.close()
+    raise FileNotFoundError(f"{name!r} is not in {label!r}")
