@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from heroes import __version__
@@ -285,6 +286,7 @@ def queue(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line.")] = False,
 ) -> None:
     """The head of the review queue: rank, priority, path and why."""
+    from heroes.pipeline.labels import current_labels
     from heroes.pipeline.report import record
     from heroes.store.db import CaseStore, StoreError
 
@@ -293,23 +295,29 @@ def queue(
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:
-        rows = [record(r) for r, _ in zip(store.items(order="rank"), range(top), strict=False)]
+        head = [r for r, _ in zip(store.items(order="rank"), range(top), strict=False)]
+        labels = current_labels(store, [r.id for r in head])
+        rows = [record(r, labels.get(r.id)) for r in head]
     finally:
         store.close()
     if as_json:
+        keys = ("rank", "priority", "item_id", "path", "status", "why", "label")
         for r in rows:
-            print(
-                json.dumps(
-                    {k: r[k] for k in ("rank", "priority", "item_id", "path", "status", "why")}
-                )
-            )
+            print(json.dumps({k: r[k] for k in keys}, ensure_ascii=False))
         return
     t = Table(title=f"review queue (top {top})")
-    for col in ("rank", "priority", "item", "path", "why"):
+    for col in ("rank", "priority", "item", "path", "why", "label"):
         t.add_column(col, overflow="fold")
     for r in rows:
         why = "; ".join(_why_text(w) for w in r["why"]) or "-"
-        t.add_row(str(r["rank"]), f"{(r['priority'] or 0):.3f}", str(r["item_id"]), r["path"], why)
+        t.add_row(
+            str(r["rank"]),
+            f"{(r['priority'] or 0):.3f}",
+            str(r["item_id"]),
+            escape(r["path"]),
+            escape(why),
+            escape(_label_text(r["label"])),
+        )
     out.print(t)
 
 
@@ -451,27 +459,177 @@ def persons(
 @app.command()
 def export(
     case: Annotated[Path, typer.Argument(help="Case folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl (the record contract), csv or vics.")
+    ] = "jsonl",
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="File (default: stdout).")
     ] = None,
+    vics_version: Annotated[
+        str, typer.Option("--vics-version", help="VICS 2.0 (Cases) or 1.3 (Media).")
+    ] = "2.0",
+    profile: Annotated[str, typer.Option(help="VICS 2.0 profile: US, UK or Default.")] = "US",
+    with_model_tags: Annotated[
+        bool,
+        typer.Option(
+            "--with-model-tags",
+            help="VICS: add model outputs as Tags (heroes:priority=0.93); never as a Category.",
+        ),
+    ] = False,
+    case_number: Annotated[
+        str | None, typer.Option(help="VICS CaseNumber (default: the case folder's name).")
+    ] = None,
 ) -> None:
-    """Write one record per file of the case (the schema is in docs/records.md)."""
+    """Write the case out: one record per file (jsonl, csv; schema in docs/records.md), or one
+    VICS Media per distinct MD5 with its files (vics)."""
+    from heroes.pipeline.report import ExportError, open_output
     from heroes.pipeline.report import export as do_export
+    from heroes.pipeline.vics import VicsError, write_vics
     from heroes.store.db import CaseStore, StoreError
 
-    if fmt not in ("jsonl", "csv"):
-        raise _fail(f"unknown format {fmt!r}: use jsonl or csv")
+    if fmt not in ("jsonl", "csv", "vics"):
+        raise _fail(f"unknown format {fmt!r}: use jsonl, csv or vics")
+    profiles = {"us": "US", "uk": "UK", "default": "Default"}
+    if profile.lower() not in profiles:
+        raise _fail(f"--profile must be US, UK or Default, not {profile!r}")
+    if output is not None and not output.parent.is_dir():
+        raise _fail(f"cannot write {output}: folder {output.parent} does not exist")
     try:
         store = CaseStore(case, Settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:
-        n = do_export(store, fmt, output)
+        if fmt == "vics":
+            options = dict(
+                version=vics_version,
+                profile=profiles[profile.lower()],
+                with_model_tags=with_model_tags,
+                case_number=case_number,
+            )
+            if output is None:
+                n = write_vics(store, sys.stdout, **options)
+            else:
+                with open_output(output) as f:
+                    n = write_vics(store, f, **options)
+        else:
+            n = do_export(store, fmt, output)
+    except (ExportError, VicsError) as exc:
+        raise _fail(str(exc)) from exc
     finally:
         store.close()
     if output is not None:
-        err.print(f"{n} records written to {output}")
+        what = "VICS Media" if fmt == "vics" else "records"
+        err.print(f"{n} {what} written to {output}")
+
+
+@app.command()
+def label(
+    case: Annotated[Path, typer.Argument(help="Case folder.")],
+    items: Annotated[list[int], typer.Argument(help="Item ids (their exact copies follow).")],
+    category: Annotated[
+        int | None,
+        typer.Option(
+            help="VICS-US category: 0 non-pertinent, 1 child abuse material, 2 child exploitive /"
+            " age difficult, 3 CGI/animation, 4 comparison. Omit to set only flags or a note."
+        ),
+    ] = None,
+    victim_identified: Annotated[
+        bool, typer.Option("--victim-identified", help="The victim is identified.")
+    ] = False,
+    offender_identified: Annotated[
+        bool, typer.Option("--offender-identified", help="The offender is identified.")
+    ] = False,
+    series: Annotated[str | None, typer.Option(help="Series name.")] = None,
+    note: Annotated[str | None, typer.Option(help="Free text for the record.")] = None,
+    by: Annotated[str | None, typer.Option(help="Who labels (default: the login name).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the labels as JSON.")] = False,
+) -> None:
+    """Label items by hand (a human act: models never categorise). Every label is kept, with who
+    and when; the latest is the item's label."""
+    import getpass
+
+    from heroes.pipeline.labels import Label, apply_label, current_labels
+    from heroes.store.db import CaseStore, StoreError
+
+    try:
+        lab = Label(category, victim_identified, offender_identified, series, note)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if by is None:
+        try:
+            by = getpass.getuser()
+        except (KeyError, OSError):
+            raise _fail("cannot tell who you are: give --by NAME") from None
+    try:
+        store = CaseStore(case, Settings().db_url, create=False)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        labelled = apply_label(store, items, lab, by)
+        now = current_labels(store, labelled)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0])) from exc
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        store.close()
+    if as_json:
+        for item_id in labelled:
+            print(json.dumps({"item_id": item_id, "label": now[item_id]}, ensure_ascii=False))
+        return
+    copies = len(labelled) - len(set(items))
+    err.print(
+        f"labelled {len(labelled)} items ({copies} exact copies included): "
+        + _label_text(now[labelled[0]])
+    )
+
+
+def _label_text(lab: dict | None) -> str:  # type: ignore[type-arg]
+    if not lab:
+        return "-"
+    parts = [
+        "uncategorised" if lab["category"] is None else f"{lab['category']} {lab['category_name']}"
+    ]
+    if lab["victim_identified"]:
+        parts.append("victim identified")
+    if lab["offender_identified"]:
+        parts.append("offender identified")
+    if lab["series"]:
+        parts.append(f"series {lab['series']}")
+    if lab["note"]:
+        parts.append(f"note {lab['note']}")
+    return ", ".join(parts) + f" (by {lab['by']})"
+
+
+@app.command()
+def report(
+    case: Annotated[Path, typer.Argument(help="Case folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The report file.")],
+    fmt: Annotated[str, typer.Option("--format", help="html (one self-contained file).")] = "html",
+    top: Annotated[int, typer.Option(help="Queue items shown, with blurred thumbnails.")] = 24,
+) -> None:
+    """One self-contained HTML report of the case: summary, queue head with blurred thumbnails,
+    labels, identities, plots and the chain of custody."""
+    from heroes.pipeline.casereport import write_report
+    from heroes.pipeline.report import ExportError, open_output
+    from heroes.store.db import CaseStore, StoreError
+
+    if fmt != "html":
+        raise _fail(f"unknown report format {fmt!r}: use html")
+    if not output.parent.is_dir():
+        raise _fail(f"cannot write {output}: folder {output.parent} does not exist")
+    try:
+        store = CaseStore(case, Settings().db_url, create=False)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        with open_output(output) as f:
+            write_report(store, f, top=top)
+    except ExportError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        store.close()
+    err.print(f"report written to {output}")
 
 
 @hashsets_app.command("import")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from heroes.pipeline.labels import current_labels
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
 
@@ -44,23 +45,41 @@ RECORD_FIELDS: tuple[str, ...] = (
     "height",
     "archive_kind",
     "members",
+    "label",
 )
 
-_JSON_FIELDS = {"exif", "video", "known_match", "faces", "nudity", "why"}
+_JSON_FIELDS = {"exif", "video", "known_match", "faces", "nudity", "why", "label"}
+
+#: A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def record(row: ItemRow) -> dict[str, Any]:
-    """One item as its export record."""
+class ExportError(ValueError):
+    """An export that cannot be written (a missing folder, an unknown format)."""
+
+
+def record(row: ItemRow, label: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One item as its export record; ``label`` is its current human label, if any."""
     rec = {name: getattr(row, name, None) for name in RECORD_FIELDS}
     rec["item_id"] = row.id
     rec["faces"] = row.faces or []
     rec["why"] = row.why or []
+    rec["label"] = label
     return rec
 
 
 def records(store: CaseStore) -> Iterator[dict[str, Any]]:
+    labels = current_labels(store)
     for row in store.items(order="rank"):
-        yield record(row)
+        yield record(row, labels.get(row.id))
+
+
+def safe_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a leading formula character gets a ``'`` before
+    it, since evidence names and EXIF text are hostile input."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def known_bad_matches(store: CaseStore, limit: int = 20) -> list[dict[str, Any]]:
@@ -96,7 +115,9 @@ def write_jsonl(store: CaseStore, out: IO[str]) -> int:
 
 
 def write_csv(store: CaseStore, out: IO[str]) -> int:
-    """CSV with one column per record field; nested fields are JSON text in their cell."""
+    """CSV with one column per record field; nested fields are JSON text in their cell. Safe to
+    open in a spreadsheet: UTF-8 with a BOM, and no cell starts like a formula."""
+    out.write("\ufeff")
     w = csv.DictWriter(out, fieldnames=list(RECORD_FIELDS), extrasaction="ignore")
     w.writeheader()
     n = 0
@@ -104,18 +125,30 @@ def write_csv(store: CaseStore, out: IO[str]) -> int:
         for k in _JSON_FIELDS:
             if rec[k] is not None:
                 rec[k] = json.dumps(rec[k], ensure_ascii=False, separators=(",", ":"))
-        w.writerow(rec)
+        w.writerow({k: safe_cell(v) for k, v in rec.items()})
         n += 1
     return n
+
+
+def open_output(output: Path) -> IO[str]:
+    """An export file opened for writing; a missing folder is an :class:`ExportError`, not a
+    folder made on the way (a typo in ``-o`` should not scatter reports)."""
+    if not output.parent.is_dir():
+        raise ExportError(f"cannot write {output}: folder {output.parent} does not exist")
+    if output.is_dir():
+        raise ExportError(f"cannot write {output}: it is a folder")
+    try:
+        return open(output, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ExportError(f"cannot write {output}: {exc.strerror}") from exc
 
 
 def export(store: CaseStore, fmt: str, output: Path | None) -> int:
     """Write every record of the case to ``output`` (stdout when None); returns the count."""
     writer = {"jsonl": write_jsonl, "csv": write_csv}.get(fmt)
     if writer is None:
-        raise ValueError(f"unknown export format {fmt!r}: use jsonl or csv")
+        raise ExportError(f"unknown export format {fmt!r}: use jsonl or csv")
     if output is None:
         return writer(store, sys.stdout)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8", newline="") as f:
+    with open_output(output) as f:
         return writer(store, f)

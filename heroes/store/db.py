@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,16 @@ from sqlalchemy import create_engine, delete, event, func, insert, or_, select, 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from heroes.store.schema import Base, HashEntryRow, HashSetRow, ItemRow, RunRow, VectorRow
+from heroes.store.schema import (
+    Base,
+    CaseInfoRow,
+    HashEntryRow,
+    HashSetRow,
+    ItemRow,
+    LabelRow,
+    RunRow,
+    VectorRow,
+)
 
 DB_FILE = "case.db"
 _INSERT_CHUNK = 5000
@@ -308,3 +318,69 @@ class CaseStore:
                 s.execute(select(HashEntryRow).where(HashEntryRow.pdq.is_not(None))).scalars()
             )
         return rows
+
+    # labels -------------------------------------------------------------------------------------
+    def item_sha256(self, item_ids: Iterable[int]) -> dict[int, str | None]:
+        """The SHA-256 of each of these items that exists (a missing id is not in the answer)."""
+        ids = sorted(set(item_ids))
+        out: dict[int, str | None] = {}
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                rows = s.execute(
+                    select(ItemRow.id, ItemRow.sha256).where(ItemRow.id.in_(ids[i : i + 500]))
+                )
+                out.update({item_id: sha for item_id, sha in rows})
+        return out
+
+    def items_with_sha256(self, shas: Iterable[str]) -> dict[int, str]:
+        """Every item whose SHA-256 is one of these, by item id."""
+        wanted = sorted(set(shas))
+        out: dict[int, str] = {}
+        with self.session() as s:
+            for i in range(0, len(wanted), 500):
+                rows = s.execute(
+                    select(ItemRow.id, ItemRow.sha256).where(
+                        ItemRow.sha256.in_(wanted[i : i + 500])
+                    )
+                )
+                out.update({item_id: sha for item_id, sha in rows})
+        return out
+
+    def add_labels(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append label rows in one transaction; label rows are never updated or deleted."""
+        if rows:
+            with self.session() as s, s.begin():
+                s.execute(insert(LabelRow), list(rows))
+
+    def label_rows(
+        self, item_ids: Iterable[int] | None = None, shas: Iterable[str] = ()
+    ) -> list[LabelRow]:
+        """Label rows of these items or of these SHA-256s (all rows when ``item_ids`` is None),
+        oldest first."""
+        with self.session() as s:
+            if item_ids is None:
+                return list(s.execute(select(LabelRow).order_by(LabelRow.id)).scalars())
+            ids, wanted = sorted(set(item_ids)), sorted(set(shas))
+            found: dict[int, LabelRow] = {}
+            for i in range(0, len(ids), 500):
+                q = select(LabelRow).where(LabelRow.item_id.in_(ids[i : i + 500]))
+                found.update({r.id: r for r in s.execute(q).scalars()})
+            for i in range(0, len(wanted), 500):
+                q = select(LabelRow).where(LabelRow.sha256.in_(wanted[i : i + 500]))
+                found.update({r.id: r for r in s.execute(q).scalars()})
+        return [found[k] for k in sorted(found)]
+
+    # the case itself ----------------------------------------------------------------------------
+    def case_id(self) -> str:
+        """The case's GUID, made on first use and stable from then on (exports carry it)."""
+        with self.session() as s, s.begin():
+            row = s.get(CaseInfoRow, "case_id")
+            if row is None:
+                row = CaseInfoRow(key="case_id", value=str(uuid.uuid4()))
+                s.add(row)
+            return row.value
+
+    def runs(self) -> list[RunRow]:
+        """Every run of the case, oldest first."""
+        with self.session() as s:
+            return list(s.execute(select(RunRow).order_by(RunRow.id)).scalars())

@@ -141,3 +141,31 @@ class VectorRow(Base):
     bbox: Mapped[list[Any] | None] = mapped_column(JSON)
     dim: Mapped[int] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
+
+
+class LabelRow(Base):
+    """A human's label of an item, append-only: the current label of an item is its latest row."""
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_item", "item_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    scheme: Mapped[str] = mapped_column(String(32), default="VICS-US")
+    category: Mapped[int | None] = mapped_column(Integer)
+    victim_identified: Mapped[bool] = mapped_column(Boolean, default=False)
+    offender_identified: Mapped[bool] = mapped_column(Boolean, default=False)
+    series: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class CaseInfoRow(Base):
+    """Facts about the case itself, by key (e.g. ``case_id``, the GUID its exports carry)."""
+
+    __tablename__ = "case_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
