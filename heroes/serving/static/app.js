@@ -484,6 +484,7 @@
     if (status) q.set("status", status);
     if (minPriority) q.set("min_priority", minPriority);
     const page = await api(`${casePath(caseName)}/queue?${q}`);
+    state.lastQueue = { case: caseName, hash: location.hash };
     const list = grid(`Review queue of ${caseName}`);
     for (const item of page.items) {
       const t = thumb(caseName, item);
@@ -638,7 +639,8 @@
           ]),
           h("h2", { text: "Why" }),
           (item.why || []).length
-            ? h("ul", { class: "why-list" }, item.why.map((w) => h("li", { text: Object.entries(w).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ") })))
+            ? h("ul", { class: "why-list" }, item.why.map((w) => h("li", {}, h("strong", { text: String(w.reason ?? "") }),
+              Object.entries(w).filter(([k]) => k !== "reason").map(([k, v]) => ` · ${k} ${typeof v === "object" ? JSON.stringify(v) : typeof v === "number" ? fmt(v, 3) : v}`).join(""))))
             : h("p", { class: "hint", text: "no reason recorded" }),
           labelForm(caseName, item, t.onLabel))),
       h("section", { "aria-labelledby": "faces-title" },
@@ -693,7 +695,7 @@
     main(
       h("h1", { text: `Search: ${caseName}` }),
       h("form", { class: "search", "aria-label": "Search by image" }, drop, kind,
-        h("label", { for: "search-k", text: "Results " }), k),
+        h("label", { for: "search-k" }, "Results ", k)),
       preview,
       results,
     );
@@ -713,12 +715,14 @@
       try {
         const res = await api(`${casePath(caseName)}/search/${mode}`, { method: "POST", body: form });
         const qfaces = res.query?.faces || [];
-        img.addEventListener("load", () => {
+        const drawQueryFaces = () => {
           if (qfaces.length && img.naturalWidth) {
             qframe.append(overlay({ width: img.naturalWidth, height: img.naturalHeight },
               qfaces.filter((f) => f.bbox).map((f, i) => ({ kind: "face", bbox: f.bbox, text: `query face ${i}` }))));
           }
-        });
+        };
+        if (img.complete) drawQueryFaces();
+        else img.addEventListener("load", drawQueryFaces, { once: true });
         const list = grid("Search results");
         for (const r of res.results || []) {
           const item = { item_id: r.item_id, path: r.path, media_type: "image" };
@@ -909,7 +913,9 @@
         break;
       case "Escape":
       case "u":
-        if (c && state.view.parts.length > 2) location.hash = caseHref(c);
+        if (c && state.view.parts.length > 2) {
+          location.hash = state.lastQueue?.case === c ? state.lastQueue.hash : caseHref(c);
+        }
         else if (c) location.hash = "#/";
         else handled = false;
         break;
