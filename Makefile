@@ -10,9 +10,10 @@ TORCH ?= torch==2.13.0
 .PHONY: install install-gpu system-deps demo test bench clean
 
 # Debian packages: FFmpeg development libraries (vpdq builds against them), hashdeep (benchmark
-# baseline) and PostgreSQL (the store tests start a throw-away server).
+# baseline), PostgreSQL (the store and service tests start a throw-away server) and Chromium (the
+# web page's browser test).
 DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
-	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql
+	libswresample-dev libswscale-dev libavutil-dev hashdeep postgresql chromium
 
 system-deps:
 	@if command -v apt-get >/dev/null 2>&1; then \

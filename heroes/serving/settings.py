@@ -24,7 +24,9 @@ class SecretMissingError(RuntimeError):
 
 
 class ServeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HEROES_SERVE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HEROES_SERVE_", extra="ignore", populate_by_name=True
+    )
 
     root: Path | None = Field(None, description="folder of cases: each subfolder is a case")
     host: str = Field("127.0.0.1", description="address to listen on")
@@ -52,6 +54,7 @@ class ServeSettings(BaseSettings):
         description="folders under which jobs may read evidence (empty: any folder the server "
         "can read; admin and lab users only)",
     )
+    preload_models: bool = Field(True, description="load the query models at start-up")
     active_gap_s: float = Field(
         300.0, gt=0, description="two requests closer than this count as continuous review time"
     )
