@@ -201,6 +201,7 @@ def serve(root: Path, secret: str, port: int, log: Path) -> Iterator[str]:
         "-m",
         "heroes.cli",
         "serve",
+        "--root",
         str(root),
         "--host",
         "127.0.0.1",

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,9 @@ def open_queue(pg: Any, site: Site) -> None:
     sign_in(pg, site)
     pg.get_by_role("link", name=bench.CASE, exact=True).click()
     pg.wait_for_selector(".grid .tile")
-    # the thumbnails arrive as blobs fetched with the key
-    pg.wait_for_function("document.querySelectorAll('.grid .tile img[src^=\"blob:\"]').length >= 4")
+    # the thumbnails arrive as blobs fetched with the key (waits use locators: the page's CSP
+    # forbids the string evaluation that wait_for_function needs)
+    pg.locator(".grid .tile img[src^='blob:']").nth(3).wait_for()
 
 
 def audit_rows(site: Site, action_part: str) -> list[Any]:
@@ -209,9 +211,7 @@ def test_reveal_is_audited_and_label_by_key_is_stored(page: Any, site: Site) -> 
     assert stored["category"] == 2
     # moving on blurs the revealed thumbnail again
     page.keyboard.press("j")
-    page.wait_for_function(
-        "document.querySelectorAll('.grid .tile')[1].querySelector('.thumb.blurred') !== null"
-    )
+    page.locator(".grid .tile").nth(1).locator(".thumb.blurred").wait_for()
     assert page.locator(".thumb.revealed").count() == 0
     shot(page, site, "labelled", docs=True)
 
@@ -224,7 +224,9 @@ def test_search_by_upload_lists_the_astronaut_with_scores(page: Any, site: Site)
     page.wait_for_selector("#results-title")
     results = page.locator(".grid .tile")
     assert results.count() >= 1
-    assert "astronaut" in results.first.locator(".path").inner_text()
+    # the photo itself (or its copy under the hostile name) comes first
+    top = results.first.locator(".path").inner_text()
+    assert "astronaut" in top or top == HOSTILE
     assert "score" in results.first.inner_text()
     page.wait_for_selector(".preview .boxes rect")  # the query's face, boxed
     shot(page, site, "search", docs=True)
@@ -256,10 +258,10 @@ def test_keyboard_help_and_greyscale_toggle(page: Any, site: Site) -> None:
     assert page.is_visible("#help")
     page.keyboard.press("Escape")
     page.check("#pref-grey")
-    page.wait_for_function("document.body.classList.contains('greyscale')")
+    page.locator("body.greyscale").wait_for(state="attached")
     assert site.api("/api/v1/me")["prefs"]["greyscale"] is True
     page.uncheck("#pref-grey")
-    page.wait_for_function("!document.body.classList.contains('greyscale')")
+    page.locator("body.greyscale").wait_for(state="detached")
 
 
 def test_persons_of_the_case_link_to_their_faces(page: Any, site: Site) -> None:
@@ -268,17 +270,18 @@ def test_persons_of_the_case_link_to_their_faces(page: Any, site: Site) -> None:
     page.wait_for_selector("h1:has-text('Cases')")
     page.goto(f"{site.base}/#/case/{bench.CASE}/persons")
     page.wait_for_selector("h1:has-text('Persons')")
-    assert page.locator("tbody tr").count() == len(persons)
+    assert page.locator("main tbody tr").count() == len(persons)
     if persons:
-        page.locator("tbody a").first.click()
+        page.locator("main tbody a").first.click()
         page.wait_for_selector(".grid .tile")
 
 
 def test_five_clients_search_for_five_seconds_without_errors(site: Site) -> None:
-    res = asyncio.run(
-        bench.load(
-            site.base, site.key, bench.CASE, site.query.read_bytes(), clients=5, duration=5.0
-        )
+    coro = bench.load(
+        site.base, site.key, bench.CASE, site.query.read_bytes(), clients=5, duration=5.0
     )
+    # on a thread of its own: the module's browser keeps Playwright's event loop on this one
+    with ThreadPoolExecutor(1) as pool:
+        res = pool.submit(asyncio.run, coro).result()
     assert res.requests >= 5
     assert res.errors == 0, res.error_samples
