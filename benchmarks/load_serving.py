@@ -145,7 +145,8 @@ def add_synthetic_faces(case_dir: Path, n: int, seed: int) -> dict[str, Any]:
     """Append ``n`` synthetic face vectors to a case store (pointing at its items, each with a
     made-up face id and box) and bring the case's indexes up to date; returns timings."""
     from heroes.config import get_settings
-    from heroes.pipeline.indexing import update_indexes
+    from heroes.index import FloatIndex
+    from heroes.pipeline.indexing import index_root, update_indexes
     from heroes.store.db import CaseStore
 
     db = sqlite3.connect(case_dir / "case.db")
@@ -184,11 +185,22 @@ def add_synthetic_faces(case_dir: Path, n: int, seed: int) -> dict[str, Any]:
         added = update_indexes(store, case_dir, min_quality=get_settings().pdq.min_quality)
     finally:
         store.close()
+    build_s = time.perf_counter() - t0
+    index = FloatIndex.load(index_root(case_dir) / f"face-{model[0]}")
+    queries = clustered_unit_vectors(200, FACE_DIM, seed + 1)
+    times = []
+    for q in queries:
+        t1 = time.perf_counter()
+        index.search(q[None], 10)
+        times.append((time.perf_counter() - t1) * 1000)
     return {
         "vectors": n,
         "insert_s": round(insert_s, 2),
-        "index_build_s": round(time.perf_counter() - t0, 2),
+        "index_build_s": round(build_s, 2),
         "added": added,
+        "index_type": index.index_type,
+        "index_only_p50_ms": round(float(np.percentile(times, 50)), 3),
+        "index_only_p99_ms": round(float(np.percentile(times, 99)), 3),
     }
 
 
@@ -295,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = a.keep or Path(tempfile.mkdtemp(prefix="heroes-load-"))
     root = work / "cases"
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         t0 = time.perf_counter()
         build_demo_case(root)
@@ -317,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{a.big} vectors:", big_res.summary())
         payload: dict[str, Any] = {
             "seed": a.seed,
+            # other work on the machine slows every figure: the load average says how much
+            "loadavg_before": load_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "case_build_s": build_s,
             "demo": demo.summary(),
             "big": None if big is None or big_res is None else {**big, **big_res.summary()},
