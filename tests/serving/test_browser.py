@@ -181,7 +181,7 @@ def test_queue_shows_blurred_thumbnails_priorities_and_reasons(page: Any, site: 
     # nothing is shown clear until asked for
     assert page.locator(".thumb.revealed").count() == 0
     assert page.locator(".thumb.blurred img[src^='blob:']").count() >= 4
-    shot(page, site, "queue", docs=True)
+    shot(page, site, "queue")
 
 
 def test_evidence_names_are_shown_as_text_never_as_html(page: Any, site: Site) -> None:
