@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from heroes.serving.auth import valid_case_name
-from heroes.store.db import DB_FILE, CaseStore
+from heroes.store.db import DB_FILE, CaseStore, StoreError
 
 
 class NoSuchCaseError(LookupError):
@@ -50,7 +51,12 @@ class Cases:
         with self._lock:
             store = self._stores.get(name)
             if store is None:
-                store = CaseStore(self.folder(name), self.db_url, create=False)
+                folder = self.folder(name)
+                try:
+                    store = CaseStore(folder, self.db_url, create=False)
+                except StoreError:  # a first triage creating the tables at this moment
+                    time.sleep(0.5)
+                    store = CaseStore(folder, self.db_url, create=False)
                 self._stores[name] = store
             return store
 

@@ -9,12 +9,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.exc import DBAPIError
 
 from heroes.config import Settings
 from heroes.serving.cases import Cases
 from heroes.serving.db import JobRow, ServiceDB, utcnow
-from heroes.store.db import CaseStore
+from heroes.store.db import DB_FILE, case_db_url
+from heroes.store.schema import ItemRow
 
 ACTIVE = ("queued", "running")
 
@@ -140,11 +142,15 @@ class Jobs:
 
 
 def _count_items(case_dir: Path) -> int:
-    try:
-        store = CaseStore(case_dir, create=False)
-    except Exception:  # the pass has not created the store yet
+    """Items the running pass has written so far; read without creating anything (the pass
+    creates the store's tables, and two creators at once would collide)."""
+    if not (case_dir / DB_FILE).is_file():
         return 0
+    engine = create_engine(case_db_url(case_dir), future=True)
     try:
-        return store.count_items()
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ItemRow)).scalar_one())
+    except DBAPIError:  # the pass has not created the table yet
+        return 0
     finally:
-        store.close()
+        engine.dispose()

@@ -7,21 +7,18 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from served import SECRET, Served, make_keys
 
 from heroes.config import Settings
 from heroes.demo import build_demo, jpeg_bytes, sample_photos
 from heroes.pipeline.runner import triage
 from heroes.serving.app import create_app
-from heroes.serving.auth import add_user, create_key
 from heroes.serving.db import ServiceDB
 from heroes.serving.settings import ServeSettings
-
-SECRET = "test-secret-for-the-serving-tests"
 
 _spec = importlib.util.spec_from_file_location(
     "_store_conftest", Path(__file__).parent.parent / "store" / "conftest.py"
@@ -30,31 +27,6 @@ assert _spec is not None and _spec.loader is not None
 _store_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_store_conftest)
 pg_url = _store_conftest.pg_url  # the throw-away PostgreSQL server of the store tests
-
-
-@dataclass
-class Served:
-    root: Path
-    evidence: Path
-    keys: dict[str, str]
-    settings: ServeSettings
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[who]}"}
-
-
-def make_keys(db: ServiceDB, pepper: str) -> dict[str, str]:
-    keys = {}
-    for user, role, cases in (
-        ("ada", "admin", []),
-        ("lab", "lab", ["demo", "fresh"]),
-        ("ivy", "investigator", ["demo"]),
-        ("nia", "investigator", ["other"]),
-        ("noa", "investigator", []),
-    ):
-        add_user(db, user, role)
-        keys[user] = create_key(db, user, pepper, cases)[1]
-    return keys
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +41,12 @@ def served_root(tmp_path_factory: pytest.TempPathFactory) -> Served:
     (other / "coffee.jpg").write_bytes(jpeg_bytes(photos["coffee"]))
     root = base / "cases"
     core = Settings()
-    triage(evidence / "demo", root / "demo", settings=core,
-           hashsets=[base / "hashsets" / "known-bad.vics.json"])
+    triage(
+        evidence / "demo",
+        root / "demo",
+        settings=core,
+        hashsets=[base / "hashsets" / "known-bad.vics.json"],
+    )
     triage(other, root / "other", settings=core)
     settings = ServeSettings(root=root, secret_key=SECRET, preload_models=False)
     db = ServiceDB(settings.service_db_url())

@@ -10,17 +10,22 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from served import SECRET, Served
 
 from heroes.serving.app import create_app
 from heroes.serving.settings import SecretMissingError, ServeSettings
 
-from conftest import SECRET, Served  # type: ignore[import-not-found]
-
 
 def test_health_is_open_and_everything_else_needs_a_key(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    for path in ("/api/v1/me", "/api/v1/cases", "/api/v1/cases/demo/queue", "/docs",
-                 "/openapi.json", "/metrics"):
+    for path in (
+        "/api/v1/me",
+        "/api/v1/cases",
+        "/api/v1/cases/demo/queue",
+        "/docs",
+        "/openapi.json",
+        "/metrics",
+    ):
         r = client.get(path)
         assert r.status_code == 401, path
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -113,8 +118,11 @@ def test_keys_are_stored_as_peppered_hmacs(served_root: Served) -> None:
     key = served_root.keys["ivy"]
     key_id = key.split("_")[1]
     db = served_root.root / "service.db"
-    raw = db.read_bytes() + (db.with_name("service.db-wal").read_bytes()
-                             if db.with_name("service.db-wal").exists() else b"")
+    raw = db.read_bytes() + (
+        db.with_name("service.db-wal").read_bytes()
+        if db.with_name("service.db-wal").exists()
+        else b""
+    )
     assert key.encode() not in raw and key.split("_")[2].encode() not in raw
     with sqlite3.connect(db) as con:
         (digest,) = con.execute("SELECT digest FROM api_keys WHERE id = ?", (key_id,)).fetchone()
@@ -130,9 +138,7 @@ def test_grants_limit_the_case_list(client: TestClient, served_root: Served) -> 
     assert {"demo", "other"} <= {c["case"] for c in everything}
 
 
-def test_docs_and_openapi_are_for_signed_in_users(
-    client: TestClient, served_root: Served
-) -> None:
+def test_docs_and_openapi_are_for_signed_in_users(client: TestClient, served_root: Served) -> None:
     h = served_root.auth("noa")
     spec = client.get("/openapi.json", headers=h)
     assert spec.status_code == 200
@@ -140,9 +146,7 @@ def test_docs_and_openapi_are_for_signed_in_users(
     assert client.get("/docs", headers=h).status_code == 200
 
 
-def test_a_session_cookie_reads_but_does_not_write(
-    client: TestClient, served_root: Served
-) -> None:
+def test_a_session_cookie_reads_but_does_not_write(client: TestClient, served_root: Served) -> None:
     with TestClient(client.app) as c:
         r = c.post("/api/v1/session", headers=served_root.auth("ivy"))
         assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
