@@ -170,6 +170,19 @@ def test_a_refused_key_stays_on_the_sign_in_form(page: Any, site: Site) -> None:
     assert page.evaluate("sessionStorage.getItem('heroes.key')") is None
 
 
+def test_the_key_lives_in_session_storage_only_and_sign_out_forgets_it(
+    page: Any, site: Site
+) -> None:
+    sign_in(page, site)
+    page.locator("h1", has_text="Cases").wait_for()
+    assert page.evaluate("sessionStorage.getItem('heroes.key')") == site.key
+    assert page.evaluate("localStorage.length") == 0
+    assert page.evaluate("document.cookie") == ""
+    page.click("#signout")
+    page.locator("#key").wait_for()
+    assert page.evaluate("sessionStorage.getItem('heroes.key')") is None
+
+
 def test_queue_shows_blurred_thumbnails_priorities_and_reasons(page: Any, site: Site) -> None:
     open_queue(page, site)
     total = site.api(f"/api/v1/cases/{bench.CASE}/queue?limit=1")["total"]
@@ -203,6 +216,7 @@ def test_reveal_is_audited_and_label_by_key_is_stored(page: Any, site: Site) -> 
     page.wait_for_selector(".grid .tile >> nth=1 >> .thumb.revealed")
     shot(page, site, "revealed")
     assert site.api("/api/v1/me")["exposure"]["reveals_today"] == before + 1
+    page.locator("#exposure", has_text=f"Today: {before + 1} reveals").wait_for()
     rows = [r for r in audit_rows(site, "reveal") if str(item_id) in (r.target or "")]
     assert rows, "the reveal left no audit row"
     page.keyboard.press("2")
