@@ -8,6 +8,7 @@ Screenshots go to ``$HEROES_TEST_ARTIFACTS`` (else a pytest temporary folder); w
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import os
 import secrets
@@ -246,6 +247,32 @@ def test_search_by_upload_lists_the_astronaut_with_scores(page: Any, site: Site)
     shot(page, site, "search", docs=True)
     results.first.locator("a.path").click()
     page.wait_for_selector("h1:has-text('Item')")
+
+
+def test_dropping_an_image_searches_the_same_scene(page: Any, site: Site) -> None:
+    sign_in(page, site)
+    page.locator("h1", has_text="Cases").wait_for()
+    page.goto(f"{site.base}/#/case/{bench.CASE}/search")
+    page.check("input[name=kind][value=scenes]")
+    data = base64.b64encode(site.query.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bin = atob(b64);
+            const bytes = new Uint8Array(bin.length);
+            for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            return dt;
+        }""",
+        data,
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.locator("#results-title").wait_for()
+    results = page.locator(".grid .tile")
+    assert results.count() >= 1
+    top = results.first.locator(".path").inner_text()
+    assert "astronaut" in top or top == HOSTILE
+    assert audit_rows(site, "search.scenes"), "the scene search left no audit row"
 
 
 def test_item_page_draws_face_boxes_hashes_and_exif(page: Any, site: Site) -> None:
