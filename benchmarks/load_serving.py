@@ -114,15 +114,22 @@ def build_demo_case(root: Path) -> Path:
     return root / CASE
 
 
-def grant_key(root: Path, secret: str, cases: list[str], user: str = USER) -> str:
-    """An investigator ``user`` with a new key granted ``cases``; returns the key."""
+def grant_key(
+    root: Path,
+    secret: str,
+    cases: list[str],
+    user: str = USER,
+    *,
+    daily_reveal_cap: int | None = None,
+) -> str:
+    """A new investigator ``user`` with a key granted ``cases``; returns the key."""
     from heroes.serving.auth import add_user, create_key
     from heroes.serving.db import ServiceDB
     from heroes.serving.settings import ServeSettings
 
     db = ServiceDB(ServeSettings(root=root).service_db_url())
     try:
-        add_user(db, user, "investigator")
+        add_user(db, user, "investigator", daily_reveal_cap=daily_reveal_cap)
         _key_id, key = create_key(db, user, secret, cases)
     finally:
         db.close()

@@ -50,6 +50,7 @@ bench = _load_bench()
 class Site:
     base: str
     key: str
+    secret: str
     root: Path
     artifacts: Path
     query: Path
@@ -89,7 +90,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     query = work / "query.jpg"
     query.write_bytes(bench.astronaut_jpeg())
     with bench.serve(root, secret, bench.free_port(), work / "server.log") as base:
-        yield Site(base, key, root, artifacts, query)
+        yield Site(base, key, secret, root, artifacts, query)
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +230,17 @@ def test_reveal_is_audited_and_label_by_key_is_stored(page: Any, site: Site) -> 
     page.locator(".grid .tile").nth(1).locator(".thumb.blurred").wait_for()
     assert page.locator(".thumb.revealed").count() == 0
     shot(page, site, "labelled", docs=True)
+
+
+def test_a_reveal_past_the_daily_cap_is_refused_and_said_so(page: Any, site: Site) -> None:
+    key = bench.grant_key(site.root, site.secret, [bench.CASE], "capped", daily_reveal_cap=0)
+    sign_in(page, site, key=key)
+    page.get_by_role("link", name=bench.CASE, exact=True).click()
+    page.locator(".grid .tile img[src^='blob:']").first.wait_for()
+    page.keyboard.press("r")
+    page.locator(".status.error", has_text="Daily reveal limit reached").wait_for()
+    assert page.locator(".thumb.revealed").count() == 0
+    assert page.locator(".thumb.blurred").count() >= 1
 
 
 def test_search_by_upload_lists_the_astronaut_with_scores(page: Any, site: Site) -> None:
