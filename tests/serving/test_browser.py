@@ -11,6 +11,7 @@ import asyncio
 import base64
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -303,6 +304,18 @@ def test_item_page_draws_face_boxes_hashes_and_exif(page: Any, site: Site) -> No
     shot(page, site, "item", docs=True, full=True)
     page.keyboard.press("u")
     page.wait_for_selector(".grid .tile")
+
+
+def test_enter_opens_the_item_j_steps_to_the_next_and_u_goes_back(page: Any, site: Site) -> None:
+    open_queue(page, site)
+    ids = page.locator(".grid .tile").evaluate_all("(ts) => ts.map((t) => t.dataset.item)")
+    page.keyboard.press("Enter")
+    page.locator("h1", has_text=re.compile(f"^Item {ids[0]}$")).wait_for()
+    page.keyboard.press("j")
+    page.locator("h1", has_text=re.compile(f"^Item {ids[1]}$")).wait_for()
+    page.keyboard.press("u")
+    page.locator(".grid .tile").first.wait_for()
+    assert page.evaluate("document.activeElement.dataset.item") == ids[1]
 
 
 def test_keyboard_help_and_greyscale_toggle(page: Any, site: Site) -> None:

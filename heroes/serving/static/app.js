@@ -484,7 +484,7 @@
     if (status) q.set("status", status);
     if (minPriority) q.set("min_priority", minPriority);
     const page = await api(`${casePath(caseName)}/queue?${q}`);
-    state.lastQueue = { case: caseName, hash: location.hash };
+    state.lastQueue = { case: caseName, hash: location.hash, ids: page.items.map((r) => r.item_id) };
     const list = grid(`Review queue of ${caseName}`);
     for (const item of page.items) {
       const t = thumb(caseName, item);
@@ -838,6 +838,18 @@
       !(target instanceof HTMLInputElement && ["checkbox", "radio", "button", "submit"].includes(target.type));
   }
 
+  /** On an item page: open the next (+1) or previous (-1) item of the queue page last seen. */
+  function stepItem(c, step) {
+    const q = state.lastQueue;
+    if (!q || q.case !== c) return false;
+    const i = q.ids.findIndex((id) => String(id) === state.view.parts[3]);
+    const next = q.ids[i + step];
+    if (i < 0 || next === undefined) return false;
+    state.focusByView.set(q.hash, i + step);
+    location.hash = itemHref(c, next);
+    return true;
+  }
+
   function onKey(e) {
     const help = $("#help");
     if (e.ctrlKey || e.metaKey || e.altKey) return;
@@ -857,12 +869,12 @@
         break;
       case "j":
       case "ArrowRight":
-        if (inItem) handled = false;
+        if (inItem) handled = stepItem(c, +1);
         else setFocus(state.focus + 1);
         break;
       case "k":
       case "ArrowLeft":
-        if (inItem) handled = false;
+        if (inItem) handled = stepItem(c, -1);
         else setFocus(state.focus - 1);
         break;
       case "ArrowDown":
