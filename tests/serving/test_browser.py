@@ -200,6 +200,17 @@ def test_queue_shows_blurred_thumbnails_priorities_and_reasons(page: Any, site: 
     shot(page, site, "queue")
 
 
+def test_the_status_filter_shows_only_those_items(page: Any, site: Site) -> None:
+    errors = site.api(f"/api/v1/cases/{bench.CASE}/queue?status=error&limit=500")["items"]
+    assert errors, "the demo seizure has broken files"
+    open_queue(page, site)
+    page.select_option("select[name=status]", "error")
+    page.click("form.filters button")
+    page.locator(".pager", has_text=f"of {len(errors)}").wait_for()
+    shown = page.locator(".grid .tile").evaluate_all("(ts) => ts.map((t) => t.dataset.item)")
+    assert shown == [str(r["item_id"]) for r in errors]
+
+
 def test_evidence_names_are_shown_as_text_never_as_html(page: Any, site: Site) -> None:
     open_queue(page, site)
     link = page.locator(".grid .path", has_text="onerror")
