@@ -916,7 +916,7 @@ def users_list(root: RootOpt) -> None:
 
     db = _service_db(_serve_settings(root))
     try:
-        with db.session() as s:
+        with db.reader() as s:
             rows = s.execute(select(UserRow).order_by(UserRow.name)).scalars().all()
     finally:
         db.close()

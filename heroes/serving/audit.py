@@ -121,7 +121,7 @@ def _as_dict(r: AuditRow) -> dict[str, Any]:
 def verify(db: ServiceDB) -> Verdict:
     """Walk the chain from the start; the first row that does not hold, and why."""
     prev, expected, n = GENESIS, 1, 0
-    with db.session() as s:
+    with db.reader() as s:
         rows = s.execute(select(AuditRow).order_by(AuditRow.id).execution_options(yield_per=5000))
         for r in rows.scalars():
             d = _as_dict(r)

@@ -122,7 +122,7 @@ def authenticate(db: ServiceDB, key: str, pepper: str) -> Principal:
     revoked key (one message for all, so the answer tells an attacker nothing)."""
     m = _KEY_RE.match(key.strip())
     digest = key_digest(key.strip(), pepper)
-    with db.session() as s:
+    with db.reader() as s:
         row = s.get(KeyRow, m.group(1)) if m else None
         stored = row.digest if row is not None else key_digest("none", pepper)
         ok = hmac.compare_digest(stored, digest)
@@ -132,7 +132,7 @@ def authenticate(db: ServiceDB, key: str, pepper: str) -> Principal:
 
 
 def principal_for_key_id(db: ServiceDB, key_id: str) -> Principal:
-    with db.session() as s:
+    with db.reader() as s:
         row = s.get(KeyRow, key_id)
         if row is None or row.revoked_at is not None:
             raise AuthError("invalid or revoked API key")

@@ -165,9 +165,22 @@ class ServiceDB:
             time.sleep(0.5)
             ServiceBase.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = self._sessions
+        if self.engine.dialect.name == "sqlite":
+            # reads need no write lock: a second engine begins them deferred
+            self.read_engine: Engine = create_engine(url, future=True)
+            event.listen(self.read_engine, "connect", _sqlite_setup)
+            self._readers = sessionmaker(self.read_engine, expire_on_commit=False)
 
     def session(self) -> Session:
+        """A session for writes (on SQLite its transactions take the write lock at once)."""
         return self._sessions()
+
+    def reader(self) -> Session:
+        """A session that only reads."""
+        return self._readers()
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._readers is not self._sessions:
+            self.read_engine.dispose()

@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from heroes.serving.db import ExposureRow, ServiceDB, UserRow, today, utcnow
 
@@ -18,14 +20,22 @@ class RevealCapError(Exception):
     """The user's daily reveal cap is reached (HTTP 429)."""
 
 
-def _row(s: Any, user_id: int, day: str) -> ExposureRow:
-    row = s.execute(
-        select(ExposureRow).where(ExposureRow.user_id == user_id, ExposureRow.day == day)
-    ).scalar_one_or_none()
+def _row(s: Session, user_id: int, day: str) -> ExposureRow:
+    """The user's row of the day, locked for this transaction (several workers count at once:
+    the first creates it, the others wait for it and add to it)."""
+    query = (
+        select(ExposureRow)
+        .where(ExposureRow.user_id == user_id, ExposureRow.day == day)
+        .with_for_update()
+    )
+    row = s.execute(query).scalar_one_or_none()
     if row is None:
-        row = ExposureRow(user_id=user_id, day=day, reveals=0, seconds=0.0)
-        s.add(row)
-        s.flush()
+        try:
+            with s.begin_nested():
+                s.add(ExposureRow(user_id=user_id, day=day, reveals=0, seconds=0.0))
+        except IntegrityError:  # another worker made it first
+            pass
+        row = s.execute(query).scalar_one()
     return row
 
 
@@ -56,7 +66,7 @@ def count_reveal(db: ServiceDB, user_id: int, cap: int | None) -> int:
 
 
 def exposure_today(db: ServiceDB, user_id: int) -> dict[str, Any]:
-    with db.session() as s:
+    with db.reader() as s:
         row = s.execute(
             select(ExposureRow).where(
                 ExposureRow.user_id == user_id, ExposureRow.day == today().isoformat()
@@ -67,7 +77,7 @@ def exposure_today(db: ServiceDB, user_id: int) -> dict[str, Any]:
 
 
 def exposure_all(db: ServiceDB) -> list[dict[str, Any]]:
-    with db.session() as s:
+    with db.reader() as s:
         users = s.execute(select(UserRow).order_by(UserRow.name)).scalars().all()
         rows = {
             r.user_id: r

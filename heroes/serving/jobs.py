@@ -107,7 +107,7 @@ class Jobs:
             t.join(timeout)
 
     def get(self, job_id: int) -> dict[str, Any]:
-        with self.db.session() as s:
+        with self.db.reader() as s:
             row = s.get(JobRow, job_id)
         if row is None:
             raise LookupError(job_id)
@@ -136,7 +136,7 @@ class Jobs:
         }
 
     def case_of(self, job_id: int) -> str | None:
-        with self.db.session() as s:
+        with self.db.reader() as s:
             row = s.get(JobRow, job_id)
         return row.case if row else None
 

@@ -21,8 +21,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ray_served(fresh_root: Served, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Served, str]]:
-    ray = pytest.importorskip("ray")
-    serve = pytest.importorskip("ray.serve")
+    import ray
+    from ray import serve
+
     from heroes.serving import rayserve
 
     monkeypatch.setenv("HEROES_SECRET_KEY", SECRET)  # replicas read it on their node

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1", tags=["account"])
 
 
 def _prefs(state: StateDep, user_id: int) -> dict[str, Any]:
-    with state.db.session() as s:
+    with state.db.reader() as s:
         u = s.get(UserRow, user_id)
     assert u is not None
     return {"blur": u.blur, "greyscale": u.greyscale, "daily_reveal_cap": u.daily_reveal_cap}
@@ -101,7 +101,7 @@ def create_user(
 
 @router.get("/users")
 def list_users(who: AdminDep, state: StateDep) -> list[dict[str, Any]]:
-    with state.db.session() as s:
+    with state.db.reader() as s:
         rows = s.execute(select(UserRow).order_by(UserRow.name)).scalars().all()
     return [{"user": u.name, "role": u.role, "daily_reveal_cap": u.daily_reveal_cap} for u in rows]
 
