@@ -179,3 +179,22 @@ def test_metrics_are_prometheus_text_for_admins(client: TestClient, served_root:
     r = client.get("/metrics", headers=served_root.auth("ada"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'heroes_http_requests_total{method="GET",route="/api/v1/me",status="200"}' in r.text
+
+
+def test_the_page_is_open_and_served_under_a_strict_policy(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "img-src 'self' blob:" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    static = sorted(
+        p.name
+        for p in (Path(__import__("heroes").__file__).parent / "serving" / "static").iterdir()
+        if p.is_file()
+    )
+    assert static
+    r = client.get(f"/static/{static[0]}")
+    assert r.status_code == 200 and "content-security-policy" in r.headers
+    assert client.get("/static/../service.db").status_code == 404
