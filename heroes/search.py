@@ -63,12 +63,17 @@ class SearchHit:
 
 
 @contextmanager
-def _open_cases(cases: Sequence[Path], settings: Settings) -> Iterator[dict[str, CaseStore]]:
+def _open_cases(
+    cases: Sequence[Path], settings: Settings, refresh: bool = True
+) -> Iterator[dict[str, CaseStore]]:
     """The cases' stores, by case name, with their indexes brought up to date (a no-op when the
-    last triage already did it), closed afterwards."""
+    last triage already did it, but one that reads the vectors table), closed afterwards.
+
+    A long-running service passes ``refresh=False``: every triage updates the indexes when it
+    finishes, and a saved index is read again by its manifest's time."""
     stores = {case_name(c): CaseStore(Path(c), settings.db_url, create=False) for c in cases}
     try:
-        for c in cases:
+        for c in cases if refresh else ():
             update_indexes(stores[case_name(c)], Path(c), min_quality=settings.pdq.min_quality)
         yield stores
     finally:
@@ -186,10 +191,11 @@ def search_faces_detail(
     k: int = 10,
     settings: Settings | None = None,
     analyzer: Analyzer | None = None,
+    refresh: bool = True,
 ) -> tuple[list[dict[str, Any]], list[SearchHit]]:
     """:func:`search_faces` plus the faces found in the query (``bbox``, detector ``score``)."""
     settings = settings or get_settings()
-    with _open_cases(cases, settings) as stores:
+    with _open_cases(cases, settings, refresh) as stores:
         analyzer = analyzer or face_analyzer(settings)
         (res,) = analyzer.analyze([_query_image(image, settings)], [None])
         vecs = [v for v in res.vectors if v["kind"] == "face"]
@@ -226,13 +232,14 @@ def search_scene(
     settings: Settings | None = None,
     recheck: bool = False,
     analyzer: Analyzer | None = None,
+    refresh: bool = True,
 ) -> list[SearchHit]:
     """The query image's scene embedding searched in the cases' scene indexes.
 
     With ``recheck`` (the SIFT-VLAD model only), the hits whose file is on disk are re-ordered
     by geometric agreement (RANSAC inliers) with the query."""
     settings = settings or get_settings()
-    with _open_cases(cases, settings) as stores:
+    with _open_cases(cases, settings, refresh) as stores:
         analyzer = analyzer or scene_analyzer(settings)
         rgb = _query_image(image, settings)
         (res,) = analyzer.analyze([rgb], [None])
@@ -283,11 +290,12 @@ def search_pdq(
     image: Path | bytes | None = None,
     max_distance: int = 31,
     settings: Settings | None = None,
+    refresh: bool = True,
 ) -> list[SearchHit]:
     """Images and video frames within ``max_distance`` of a PDQ hash, of an item of the first
     case (``similar_to``), or of an image (all 8 rotations and mirrors of it)."""
     settings = settings or get_settings()
-    with _open_cases(cases, settings) as stores:
+    with _open_cases(cases, settings, refresh) as stores:
         variants: list[np.ndarray] = []
         if pdq is not None:
             try:
@@ -335,12 +343,17 @@ def search_pdq(
 
 
 def similar_scenes(
-    case: Path, item_id: int, *, k: int = 10, settings: Settings | None = None
+    case: Path,
+    item_id: int,
+    *,
+    k: int = 10,
+    settings: Settings | None = None,
+    refresh: bool = True,
 ) -> list[SearchHit]:
     """Items whose scene looks like item ``item_id``'s (every keyframe of a video asks), best
     score per item, the item itself left out."""
     settings = settings or get_settings()
-    with _open_cases([case], settings) as stores:
+    with _open_cases([case], settings, refresh) as stores:
         store = stores[case_name(case)]
         with store.session() as s:
             rows = s.execute(

@@ -9,6 +9,7 @@ a plain function, so FastAPI runs it in its thread pool, off the event loop.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -22,7 +23,7 @@ from heroes.search import face_analyzer, scene_analyzer
 from heroes.serving import audit, problems
 from heroes.serving.cases import Cases
 from heroes.serving.db import ServiceDB
-from heroes.serving.deps import ServiceState
+from heroes.serving.deps import LockedAnalyzer, ServiceState
 from heroes.serving.jobs import Jobs
 from heroes.serving.metrics import Metrics
 from heroes.serving.routes import account, cases, jobs, search, system
@@ -104,6 +105,7 @@ def build_state(settings: ServeSettings, core: Settings | None = None) -> Servic
     db = ServiceDB(settings.service_db_url())
     audit.ensure_head(db)
     case_folders = Cases(settings.root)
+    models = threading.Lock()
     return ServiceState(
         settings=settings,
         core=core,
@@ -112,8 +114,8 @@ def build_state(settings: ServeSettings, core: Settings | None = None) -> Servic
         cases=case_folders,
         jobs=Jobs(db, case_folders, lambda: core, settings.evidence_roots),
         metrics=Metrics(),
-        face_analyzer=face_analyzer(core),
-        scene_analyzer=scene_analyzer(core),
+        face_analyzer=LockedAnalyzer(face_analyzer(core), models),
+        scene_analyzer=LockedAnalyzer(scene_analyzer(core), models),
     )
 
 

@@ -4,14 +4,16 @@ one call to write the audit row."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, Request
+from numpy.typing import NDArray
 
 from heroes.config import Settings
-from heroes.pipeline.infer import Analyzer
+from heroes.pipeline.infer import Analyzer, FrameResult
 from heroes.serving import audit as audit_log
 from heroes.serving.auth import (
     AuthError,
@@ -47,8 +49,21 @@ class ServiceState:
     metrics: Metrics
     face_analyzer: Analyzer
     scene_analyzer: Analyzer
-    #: a query runs the models one at a time per process (ONNX sessions use every core already)
-    model_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class LockedAnalyzer(Analyzer):
+    """The query models of a process, run by one request at a time (an ONNX session already uses
+    every core); index search and database reads of other requests go on meanwhile."""
+
+    def __init__(self, base: Analyzer, lock: threading.Lock) -> None:
+        super().__init__(base.opts)
+        self._lock = lock
+
+    def analyze(
+        self, frames: list[NDArray[np.uint8]], times: list[float | None], scale: float = 1.0
+    ) -> list[FrameResult]:
+        with self._lock:
+            return super().analyze(frames, times, scale)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -217,7 +217,7 @@ def similar(
 ) -> dict[str, Any]:
     _item(case, item_id)
     try:
-        near = search_pdq([case.folder], similar_to=item_id, settings=state.core)
+        near = search_pdq([case.folder], similar_to=item_id, settings=state.core, refresh=False)
     except SearchError:
         near = []
     best: dict[int, Any] = {}
@@ -232,7 +232,7 @@ def similar(
     ]
     scene = [
         {"item_id": h.item_id, "path": h.path, "score": h.score}
-        for h in similar_scenes(case.folder, item_id, k=k, settings=state.core)
+        for h in similar_scenes(case.folder, item_id, k=k, settings=state.core, refresh=False)
     ]
     audit(
         request,

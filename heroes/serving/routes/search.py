@@ -63,10 +63,9 @@ def _hits(hits: list[SearchHit]) -> list[dict[str, Any]]:
 
 
 def _faces(folders: list[Path], data: bytes, k: int, state: ServiceState) -> dict[str, Any]:
-    with state.model_lock:
-        query, hits = search_faces_detail(
-            folders, data, k=k, settings=state.core, analyzer=state.face_analyzer
-        )
+    query, hits = search_faces_detail(
+        folders, data, k=k, settings=state.core, analyzer=state.face_analyzer, refresh=False
+    )
     state.metrics.searches.labels("faces").inc()
     return {"query": {"faces": query}, "results": _hits(hits)}
 
@@ -120,10 +119,14 @@ def case_scenes(
     k: KDep = 10,
 ) -> dict[str, Any]:
     data = read_upload(image, state)
-    with state.model_lock:
-        hits = search_scene(
-            [case.folder], data, k=k, settings=state.core, analyzer=state.scene_analyzer
-        )
+    hits = search_scene(
+        [case.folder],
+        data,
+        k=k,
+        settings=state.core,
+        analyzer=state.scene_analyzer,
+        refresh=False,
+    )
     state.metrics.searches.labels("scenes").inc()
     answer = {"query": {"faces": []}, "results": _hits(hits)}
     _audit_search(request, state, who, "scenes", [case.name], data, k, answer)
