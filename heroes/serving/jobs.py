@@ -1,9 +1,12 @@
 """Triage jobs started over the API: the CLI's pass (:func:`heroes.pipeline.runner.triage`) run in
-a background thread, one job at a time per case."""
+a child process that a background thread waits for, one job at a time per case."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,20 +89,27 @@ class Jobs:
                 setattr(row, k, v)
 
     def _run(self, job_id: int, evidence: Path, case_dir: Path) -> None:
-        from heroes.pipeline.runner import triage
-
+        """Run the pass in a child process and record how it ended; never raises."""
         self._set(job_id, state="running", started_at=utcnow())
         try:
-            summary = triage(evidence, case_dir, settings=self.settings())
-        except BaseException as exc:  # the job records every failure; the server goes on
-            self._set(
-                job_id,
-                state="failed",
-                finished_at=utcnow(),
-                error=f"{type(exc).__name__}: {exc}",
+            done = subprocess.run(
+                [sys.executable, "-m", "heroes.serving.jobrun", str(evidence), str(case_dir)],
+                input=self.settings().model_dump_json(),
+                capture_output=True,
+                text=True,
+                errors="replace",
+                check=False,
             )
-            return
-        self._set(job_id, state="done", finished_at=utcnow(), summary=summary.to_dict())
+            lines = done.stdout.strip().splitlines()
+            if done.returncode == 0 and lines:
+                summary = json.loads(lines[-1])
+                self._set(job_id, state="done", finished_at=utcnow(), summary=summary)
+                return
+            tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+            error = f"triage exited with {done.returncode}: " + " | ".join(tail)
+        except Exception as exc:  # the job records every failure; the server goes on
+            error = f"{type(exc).__name__}: {exc}"
+        self._set(job_id, state="failed", finished_at=utcnow(), error=error[-2000:])
 
     def wait(self, job_id: int, timeout: float | None = None) -> None:
         t = self._threads.get(job_id)

@@ -69,6 +69,17 @@ def test_jobs_refuse_bad_evidence_foreign_cases_and_a_second_job(fresh_root: Ser
         assert r.status_code == 409 and "already" in r.json()["detail"]
 
 
+def test_a_failed_pass_is_a_failed_job_with_its_reason(fresh_root: Served) -> None:
+    with TestClient(create_app(fresh_root.settings)) as c:
+        h = fresh_root.auth("lab")
+        around = str(fresh_root.root.parent)  # the evidence would hold the case folder
+        r = c.post("/api/v1/jobs", json={"evidence": around, "case": "fresh"}, headers=h)
+        assert r.status_code == 202
+        job = _wait(c, r.json()["id"], h)
+        assert job["state"] == "failed" and "inside the evidence" in job["error"]
+        assert c.get("/healthz").status_code == 200
+
+
 def test_evidence_roots_limit_where_jobs_read(fresh_root: Served, tmp_path: Path) -> None:
     settings = fresh_root.settings.model_copy(update={"evidence_roots": [tmp_path / "allowed"]})
     with TestClient(create_app(settings)) as c:
