@@ -51,8 +51,8 @@ class ServeSettings(BaseSettings):
     session_hours: float = Field(8.0, gt=0, description="lifetime of a browser session cookie")
     evidence_roots: list[Path] = Field(
         default_factory=list,
-        description="folders under which jobs may read evidence (empty: any folder the server "
-        "can read; admin and lab users only)",
+        description="folders under which jobs and thumbnails may read evidence (empty: any "
+        "folder the server can read)",
     )
     preload_models: bool = Field(True, description="load the query models at start-up")
     active_gap_s: float = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,25 @@ def priority_frame(
 
 
 def picture(
-    evidence: str, path: str, media_type: str, *, time: float, size: int, limits: Limits
+    evidence: str,
+    path: str,
+    media_type: str,
+    *,
+    time: float,
+    size: int,
+    limits: Limits,
+    evidence_roots: Sequence[Path] = (),
 ) -> NDArray[np.uint8]:
-    """The item's picture (RGB, longest side <= ``size``), read again from the evidence."""
+    """The item's picture (RGB, longest side <= ``size``), read again from the evidence; with
+    ``evidence_roots``, only from evidence below one of them (a case store names its evidence
+    root, and the service does not take that on trust)."""
     if media_type not in ("image", "video"):
         raise NoPictureError(f"a {media_type} item has no picture")
+    if evidence_roots:
+        real = Path(os.path.realpath(evidence))
+        allowed = [Path(os.path.realpath(r)) for r in evidence_roots]
+        if not any(real == r or r in real.parents for r in allowed):
+            raise NoPictureError("the evidence is outside the folders this server may read")
     try:
         with open_item(Path(evidence), path, limits) as f:
             if media_type == "video":

@@ -13,10 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from served import Served
+from sqlalchemy import select
 
 from heroes.pipeline.discover import open_item
 from heroes.pipeline.report import RECORD_FIELDS, record
 from heroes.pipeline.video import frame_at
+from heroes.serving.app import create_app
+from heroes.serving.db import UserRow
 from heroes.serving.thumbs import priority_frame
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
@@ -302,3 +305,50 @@ def test_the_evidence_is_left_as_it_was(client: TestClient, served_root: Served)
     assert not list(served_root.evidence.rglob("*.webp")) or all(
         "thumbs" not in str(p) for p in served_root.evidence.rglob("*.webp")
     )
+
+
+def test_thumbnails_read_only_below_the_evidence_roots_when_set(served_root: Served) -> None:
+    i = _ids(served_root)["Downloads/coffee.png"]
+    h = served_root.auth("ivy")
+    url = f"/api/v1/cases/demo/items/{i}/thumbnail?reveal=true"
+    inside = served_root.settings.model_copy(update={"evidence_roots": [served_root.evidence]})
+    with TestClient(create_app(inside)) as c:
+        assert c.get(url, headers=h).status_code == 200
+    elsewhere = served_root.settings.model_copy(
+        update={"evidence_roots": [served_root.root / "other"]}
+    )
+    with TestClient(create_app(elsewhere)) as c:
+        r = c.get(url, headers=h)
+        assert r.status_code == 404 and "outside" in r.json()["detail"]
+
+
+def test_review_minutes_count_short_gaps_only(served_root: Served) -> None:
+    from datetime import timedelta
+
+    from heroes.serving.db import ExposureRow, ServiceDB, today
+    from heroes.serving.exposure import exposure_today, touch
+
+    db = ServiceDB(served_root.settings.service_db_url())
+    try:
+        with db.session() as s, s.begin():
+            uid = s.execute(select(UserRow.id).where(UserRow.name == "noa")).scalar_one()
+        touch(db, uid, 300)
+        start = exposure_today(db, uid)["minutes_today"]
+
+        def back(seconds: float) -> None:
+            with db.session() as s, s.begin():
+                row = s.execute(
+                    select(ExposureRow).where(
+                        ExposureRow.user_id == uid, ExposureRow.day == today().isoformat()
+                    )
+                ).scalar_one()
+                row.last_seen = row.last_seen - timedelta(seconds=seconds)
+
+        back(120)  # two minutes of review
+        touch(db, uid, 300)
+        back(3600)  # an hour away is a break, not review
+        touch(db, uid, 300)
+        minutes = exposure_today(db, uid)["minutes_today"]
+        assert 1.99 <= minutes - start <= 2.1
+    finally:
+        db.close()

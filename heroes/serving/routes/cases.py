@@ -152,6 +152,7 @@ def thumbnail(
         time=at,
         size=cfg.thumb_size,
         limits=state.core.limits,
+        evidence_roots=cfg.evidence_roots,
     )
     if not reveal:
         data = thumbs.render(rgb, blur=True, greyscale=grey, radius=cfg.blur_radius)
