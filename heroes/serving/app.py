@@ -167,9 +167,9 @@ def create_app(settings: ServeSettings | None = None, core: Settings | None = No
 
 def preload(state: ServiceState) -> None:
     """Load the query models now rather than on the first search."""
-    a, b = state.face_analyzer, state.scene_analyzer
-    for holder in (a.detector, a.landmarks, a.face_embedder, b.scene):
-        del holder
+    for analyzer in (state.face_analyzer, state.scene_analyzer):
+        if isinstance(analyzer, LockedAnalyzer):
+            analyzer.load()
 
 
 def app_from_env() -> FastAPI:

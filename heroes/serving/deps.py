@@ -59,6 +59,12 @@ class LockedAnalyzer(Analyzer):
         super().__init__(base.opts)
         self._lock = lock
 
+    def load(self) -> None:
+        """Load every model this holder runs (each property loads its model on first use)."""
+        with self._lock:
+            for model in (self.detector, self.landmarks, self.age, self.face_embedder, self.scene):
+                _ = model
+
     def analyze(
         self, frames: list[NDArray[np.uint8]], times: list[float | None], scale: float = 1.0
     ) -> list[FrameResult]:

@@ -158,3 +158,19 @@ def test_persons_group_faces_and_list_them(client: TestClient, served_root: Serv
     assert {f["item_id"] for f in one["faces"]} == set(first["items"])
     assert set(one["faces"][0]) == {"face_id", "item_id", "path", "bbox", "frame_time"}
     assert client.get("/api/v1/cases/demo/persons/99999", headers=h).status_code == 404
+
+
+def test_the_query_models_load_once_at_start_up(served_root: Served) -> None:
+    settings = served_root.settings.model_copy(update={"preload_models": True})
+    with TestClient(create_app(settings)) as c:
+        state = c.app.state.service  # type: ignore[attr-defined]
+        face = state.face_analyzer
+        loaded = (face._detector, face._embed, state.scene_analyzer._scene)
+        assert all(m is not None for m in loaded)
+        r = c.post(
+            "/api/v1/cases/demo/search/faces",
+            files=_upload(_astronaut()),
+            headers=served_root.auth("ivy"),
+        )
+        assert r.status_code == 200
+        assert (face._detector, face._embed, state.scene_analyzer._scene) == loaded

@@ -84,9 +84,9 @@ def sign_in(
 
 
 @router.delete("/session", status_code=204)
-def sign_out(response: Response) -> Response:
+def sign_out() -> Response:
+    response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
-    response.status_code = 204
     return response
 
 
