@@ -989,7 +989,7 @@ def audit_verify(root: RootOpt) -> None:
     finally:
         db.close()
     if verdict.ok:
-        out.print(f"audit chain holds: {verdict.rows} rows, head {verdict.head}")
+        print(f"audit chain holds: {verdict.rows} rows, head {verdict.head}")
         return
     err.print(f"[bold red]audit chain broken[/] at row {verdict.bad_id}: {verdict.reason}")
     if verdict.row is not None:
