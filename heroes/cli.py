@@ -907,6 +907,37 @@ def users_add(
     out.print(f"user {row.name} ({row.role}) added")
 
 
+@users_app.command("cap")
+def users_cap(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    root: RootOpt,
+    reveals: Annotated[
+        int | None, typer.Option(min=0, help="Clear thumbnails a day; omit to lift the cap.")
+    ] = None,
+) -> None:
+    """Set or lift a user's daily reveal cap."""
+    from heroes.serving import audit as audit_log
+    from heroes.serving.auth import AccountError, set_reveal_cap
+
+    db = _service_db(_serve_settings(root))
+    try:
+        set_reveal_cap(db, name, reveals)
+        audit_log.append(
+            db,
+            "user.update",
+            user="cli",
+            target=name,
+            source="cli",
+            detail={"daily_reveal_cap": reveals},
+        )
+    except AccountError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        db.close()
+    cap = "no cap" if reveals is None else f"at most {reveals} reveals a day"
+    out.print(f"{name}: {cap}")
+
+
 @users_app.command("list")
 def users_list(root: RootOpt) -> None:
     """List the users of the service."""

@@ -77,6 +77,17 @@ def add_user(
         return row
 
 
+def set_reveal_cap(db: ServiceDB, name: str, cap: int | None) -> None:
+    """Set (or, with None, lift) a user's daily reveal cap."""
+    if cap is not None and cap < 0:
+        raise AccountError("a reveal cap is a number of pictures, 0 or more")
+    with db.session() as s, s.begin():
+        user = s.execute(select(UserRow).where(UserRow.name == name)).scalar_one_or_none()
+        if user is None:
+            raise AccountError(f"no user {name!r}")
+        user.daily_reveal_cap = cap
+
+
 def create_key(db: ServiceDB, user: str, pepper: str, cases: Sequence[str] = ()) -> tuple[str, str]:
     """A new key for ``user``, granted ``cases``; returns (key id, key). The key is shown once."""
     for c in cases:

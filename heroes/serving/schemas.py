@@ -36,3 +36,7 @@ class UserCreate(_Strict):
 class KeyCreate(_Strict):
     user: str = Field(..., min_length=1, max_length=128)
     cases: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class UserUpdate(_Strict):
+    daily_reveal_cap: int | None = Field(..., ge=0, description="pictures a day; null: no cap")

@@ -215,6 +215,13 @@ def test_the_daily_reveal_cap_answers_429(client: TestClient, served_root: Serve
     assert client.get(url, headers=h).status_code == 200  # blurred still served
     me = client.get("/api/v1/me", headers=h).json()
     assert me["prefs"]["daily_reveal_cap"] == 2 and me["exposure"]["reveals_today"] == 2
+    lifted = client.patch("/api/v1/users/cap2", json={"daily_reveal_cap": 3}, headers=admin)
+    assert lifted.status_code == 200 and lifted.json()["daily_reveal_cap"] == 3
+    assert client.get(f"{url}?reveal=true", headers=h).status_code == 200
+    assert client.get(f"{url}?reveal=true", headers=h).status_code == 429
+    no_cap = {"daily_reveal_cap": None}
+    assert client.patch("/api/v1/users/cap2", json=no_cap, headers=h).status_code == 403
+    assert client.patch("/api/v1/users/nobody", json=no_cap, headers=admin).status_code == 422
 
 
 def test_greyscale_and_blur_preferences(client: TestClient, served_root: Served) -> None:

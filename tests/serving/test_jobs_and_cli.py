@@ -119,8 +119,22 @@ def test_cli_users_keys_and_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert bad_case.exit_code == 2
     assert runner.invoke(cli, ["keys", "revoke", key_id, "--root", str(root)]).exit_code == 0
     assert runner.invoke(cli, ["keys", "revoke", key_id, "--root", str(root)]).exit_code == 2
+    assert (
+        runner.invoke(cli, ["users", "cap", "kim", "--reveals", "5", "--root", str(root)]).exit_code
+        == 0
+    )
+    with sqlite3.connect(root / "service.db") as con:
+        assert con.execute("SELECT daily_reveal_cap FROM users WHERE name='kim'").fetchone() == (5,)
+    assert runner.invoke(cli, ["users", "cap", "kim", "--root", str(root)]).exit_code == 0
+    with sqlite3.connect(root / "service.db") as con:
+        assert con.execute("SELECT daily_reveal_cap FROM users WHERE name='kim'").fetchone() == (
+            None,
+        )
+    assert runner.invoke(cli, ["users", "cap", "nobody", "--root", str(root)]).exit_code == 2
+    listed = runner.invoke(cli, ["users", "list", "--root", str(root)])
+    assert listed.exit_code == 0 and "kim" in listed.output
     verify = runner.invoke(cli, ["audit", "verify", "--root", str(root)])
-    assert verify.exit_code == 0 and "3 rows" in verify.output  # user, key, revoke
+    assert verify.exit_code == 0 and "5 rows" in verify.output  # user, key, revoke, 2 caps
 
 
 def test_cli_keys_and_serve_refuse_without_a_secret(

@@ -7,7 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
-from heroes.serving.auth import add_user, create_key, revoke_key, sign_session
+from heroes.serving.auth import (
+    add_user,
+    create_key,
+    revoke_key,
+    set_reveal_cap,
+    sign_session,
+)
 from heroes.serving.db import UserRow
 from heroes.serving.deps import (
     SESSION_COOKIE,
@@ -18,7 +24,7 @@ from heroes.serving.deps import (
 )
 from heroes.serving.exposure import exposure_all, exposure_today
 from heroes.serving.problems import Problem
-from heroes.serving.schemas import KeyCreate, PrefsUpdate, UserCreate
+from heroes.serving.schemas import KeyCreate, PrefsUpdate, UserCreate, UserUpdate
 
 router = APIRouter(prefix="/api/v1", tags=["account"])
 
@@ -97,6 +103,18 @@ def create_user(
     row = add_user(state.db, body.name, body.role, daily_reveal_cap=body.daily_reveal_cap)
     audit(request, state, who, "user.create", target=row.name, detail={"role": row.role})
     return {"user": row.name, "role": row.role, "daily_reveal_cap": row.daily_reveal_cap}
+
+
+@router.patch("/users/{name}")
+def update_user(
+    name: str, body: UserUpdate, who: AdminDep, state: StateDep, request: Request
+) -> dict[str, Any]:
+    """Set or lift a user's daily reveal cap."""
+    set_reveal_cap(state.db, name, body.daily_reveal_cap)
+    audit(request, state, who, "user.update", target=name, detail=body.model_dump())
+    with state.db.reader() as s:
+        u = s.execute(select(UserRow).where(UserRow.name == name)).scalar_one()
+    return {"user": u.name, "role": u.role, "daily_reveal_cap": u.daily_reveal_cap}
 
 
 @router.get("/users")
