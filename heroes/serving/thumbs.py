@@ -46,6 +46,29 @@ def priority_frame(
     return 0.0
 
 
+def _check_roots(evidence: str, evidence_roots: Sequence[Path]) -> None:
+    if evidence_roots:
+        real = Path(os.path.realpath(evidence))
+        allowed = [Path(os.path.realpath(r)) for r in evidence_roots]
+        if not any(real == r or r in real.parents for r in allowed):
+            raise NoPictureError("the evidence is outside the folders this server may read")
+
+
+def evidence_bytes(
+    evidence: str, path: str, limits: Limits, evidence_roots: Sequence[Path] = ()
+) -> bytes:
+    """The item's bytes, read again from the evidence (at most the decode limit)."""
+    _check_roots(evidence, evidence_roots)
+    try:
+        with open_item(Path(evidence), path, limits) as f:
+            data = f.read(limits.max_member_bytes + 1)
+    except (OSError, Unreadable) as exc:
+        raise NoPictureError(f"cannot read the file again: {exc}") from exc
+    if len(data) > limits.max_member_bytes:
+        raise NoPictureError("the file is larger than the decode limit")
+    return data
+
+
 def picture(
     evidence: str,
     path: str,
@@ -61,18 +84,12 @@ def picture(
     root, and the service does not take that on trust)."""
     if media_type not in ("image", "video"):
         raise NoPictureError(f"a {media_type} item has no picture")
-    if evidence_roots:
-        real = Path(os.path.realpath(evidence))
-        allowed = [Path(os.path.realpath(r)) for r in evidence_roots]
-        if not any(real == r or r in real.parents for r in allowed):
-            raise NoPictureError("the evidence is outside the folders this server may read")
+    _check_roots(evidence, evidence_roots)
     try:
-        with open_item(Path(evidence), path, limits) as f:
-            if media_type == "video":
+        if media_type == "video":
+            with open_item(Path(evidence), path, limits) as f:
                 return frame_at(f, time, working_size=size)
-            data = f.read(limits.max_member_bytes + 1)
-        if len(data) > limits.max_member_bytes:
-            raise NoPictureError("the file is larger than the decode limit")
+        data = evidence_bytes(evidence, path, limits)
         rgb, _info = load_rgb(data, working_size=size, max_pixels=limits.max_pixels)
         return rgb
     except (OSError, Unreadable, DecodeError) as exc:

@@ -142,6 +142,7 @@ def test_similar_items_by_pdq_and_scene(client: TestClient, served_root: Served)
     near = {x["path"]: x["distance"] for x in body["pdq"]}
     assert near["Downloads/photos.zip!/album/astronaut.png"] <= 31  # same photo as PNG
     assert near["misc/clip.mp4"] <= 31  # the video's astronaut frame
+    assert near["Downloads/astronaut_flipped.jpg"] <= 31  # a mirrored copy, by PDQ's variants
     assert i not in {x["item_id"] for x in body["pdq"]} | {x["item_id"] for x in body["scene"]}
     assert body["scene"] and set(body["scene"][0]) == {"item_id", "path", "score"}
 

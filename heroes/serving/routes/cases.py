@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
 
+from heroes.pipeline.decode import DecodeError
 from heroes.pipeline.labels import Label, apply_label, current_labels
 from heroes.pipeline.report import record
 from heroes.search import SearchError, person_faces, persons, search_pdq, similar_scenes
@@ -216,11 +217,21 @@ def similar(
     request: Request,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
-    _item(case, item_id)
+    row = _item(case, item_id)
+    near = []
     try:
         near = search_pdq([case.folder], similar_to=item_id, settings=state.core, refresh=False)
     except SearchError:
-        near = []
+        pass
+    if row.media_type == "image" and row.pdq:
+        # the picture itself also finds its mirrored and rotated copies (PDQ's 8 variants)
+        try:
+            data = thumbs.evidence_bytes(
+                row.evidence, row.path, state.core.limits, state.settings.evidence_roots
+            )
+            near += search_pdq([case.folder], image=data, settings=state.core, refresh=False)
+        except (thumbs.NoPictureError, SearchError, DecodeError):
+            pass
     best: dict[int, Any] = {}
     for h in near:
         if h.item_id == item_id:
