@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heroes.config import MiB, Settings
 from heroes.search import face_analyzer, scene_analyzer
@@ -57,21 +57,35 @@ class BodyLimit:
             )
             return
         seen = 0
+        too_large = replaced = False
 
-        async def counted() -> dict:  # type: ignore[type-arg]
-            nonlocal seen
+        async def counted() -> Message:
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise _TooLarge()
             return message
 
+        async def answer() -> None:
+            nonlocal replaced
+            if not replaced:
+                replaced = True
+                text = f"the request body is larger than {self.limit} bytes"
+                await problems.problem(413, text)(scope, receive, send)
+
+        async def guarded(message: Message) -> None:
+            # whatever the app makes of a body cut short (a parse error), the answer is 413
+            if too_large:
+                await answer()
+            else:
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, guarded)
         except _TooLarge:
-            await problems.problem(413, f"the request body is larger than {self.limit} bytes")(
-                scope, receive, send
-            )
+            await answer()
 
 
 class _TooLarge(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -129,6 +130,17 @@ def test_uploads_over_the_size_limit_are_413(served_root: Served) -> None:
         huge = b"\xff\xd8" + b"\0" * (2 * 1024 * 1024)
         r = c.post("/api/v1/cases/demo/search/scenes", files=_upload(huge), headers=h)
         assert r.status_code == 413
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+            for _ in range(40):
+                yield b"\0" * 65536
+
+        r = c.post(
+            "/api/v1/cases/demo/search/faces",
+            content=chunked(),
+            headers={**h, "content-type": "multipart/form-data; boundary=x"},
+        )
+        assert r.status_code == 413 and r.json()["status"] == 413
 
 
 def test_similar_items_by_pdq_and_scene(client: TestClient, served_root: Served) -> None:
