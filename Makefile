@@ -13,11 +13,11 @@ TORCH ?= torch==2.13.0
 # FFmpeg development libraries (vpdq builds against them)
 DEB_PACKAGES := pkg-config libavcodec-dev libavformat-dev libavdevice-dev libavfilter-dev \
 	libswresample-dev libswscale-dev libavutil-dev
-# hashdeep (benchmark baseline); PostgreSQL (the store tests start a throw-away server)
+# hashdeep (benchmark baseline); PostgreSQL (the store and service tests start a throw-away server)
 DEB_PACKAGES += hashdeep postgresql
 # exiftool (the reference that the EXIF tests and benchmarks/bench_exif.py compare with)
 DEB_PACKAGES += libimage-exiftool-perl
-# Chromium (the report and web page tests open pages headless); Pango (WeasyPrint's PDF reports)
+# Chromium (the report test and the web page's browser test open pages headless); Pango (WeasyPrint's PDF reports)
 DEB_PACKAGES += chromium libpangoft2-1.0-0
 # the tools the forensic image tests build their images with, without mounting anything (file
 # systems, partition tables, E01, VHD/VMDK/QCOW2, LUKS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import SecretStr, ValidationError
@@ -954,6 +954,249 @@ def models_export(
     except (ExportError, ImportError, OSError) as exc:
         raise _fail(str(exc)) from exc
     out.print(f"{name}: {onnx_path} and {toml_path}; use it with HEROES_SCENE_MODEL={name}")
+
+
+# the investigators' service ---------------------------------------------------------------------
+
+users_app = typer.Typer(
+    help="Users of the service (admin, lab, investigator).", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+keys_app = typer.Typer(help="API keys of the service: create, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="The service's hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+RootOpt = Annotated[
+    Path, typer.Option("--root", help="Cases folder: each subfolder is a case.", file_okay=False)
+]
+
+
+def _serve_settings(root: Path, **values: object) -> Any:
+    from heroes.serving.settings import ServeSettings
+
+    if not root.is_dir():
+        raise _fail(f"no cases folder {root}")
+    return ServeSettings(root=root.resolve(), **values)
+
+
+def _service_db(settings: Any) -> Any:
+    from heroes.serving.db import ServiceDB
+
+    try:
+        return ServiceDB(settings.service_db_url())
+    except Exception as exc:  # an unreachable or unwritable database
+        raise _fail(f"cannot open the service database: {exc}") from exc
+
+
+def _secret(settings: Any) -> str:
+    from heroes.serving.settings import SecretMissingError
+
+    try:
+        return str(settings.secret())
+    except (SecretMissingError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def serve(
+    root: RootOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Development mode: a public secret; never for evidence.")
+    ] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run under Ray Serve (a cluster).")] = False,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 2,
+) -> None:
+    """Serve the cases under ROOT: the API (/api/v1, /docs for signed-in users) and the page."""
+    import os
+
+    settings = _serve_settings(root, host=host, port=port, dev=dev)
+    _secret(settings)
+    if settings.dev and not settings.secret_key and settings.secret_key_file is None:
+        err.print(
+            "[bold yellow]DEVELOPMENT MODE[/]: API keys are hashed with a public secret. "
+            "Do not load evidence into this service."
+        )
+    # workers and Ray replicas read their settings from the environment
+    os.environ["HEROES_SERVE_ROOT"] = str(settings.root)
+    os.environ["HEROES_SERVE_DEV"] = "1" if dev else "0"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"listening on {host}: reachable from other machines; use TLS in front of it")
+    if ray:
+        from heroes.serving.rayserve import run as run_ray
+
+        run_ray(host=host, port=port, replicas=replicas, settings=settings)
+        return
+    import uvicorn
+
+    if workers == 1:
+        from heroes.serving.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    else:
+        uvicorn.run(
+            "heroes.serving.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option(help="admin, lab or investigator.")],
+    root: RootOpt,
+    reveal_cap: Annotated[
+        int | None, typer.Option(min=0, help="Most clear thumbnails this user may see a day.")
+    ] = None,
+) -> None:
+    """Add a user of the service."""
+    from heroes.serving import audit as audit_log
+    from heroes.serving.auth import AccountError, add_user
+
+    db = _service_db(_serve_settings(root))
+    try:
+        row = add_user(db, name, role, daily_reveal_cap=reveal_cap)
+        audit_log.append(
+            db,
+            "user.create",
+            user="cli",
+            target=row.name,
+            source="cli",
+            detail={"role": row.role, "daily_reveal_cap": reveal_cap},
+        )
+    except AccountError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        db.close()
+    out.print(f"user {row.name} ({row.role}) added")
+
+
+@users_app.command("cap")
+def users_cap(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    root: RootOpt,
+    reveals: Annotated[
+        int | None, typer.Option(min=0, help="Clear thumbnails a day; omit to lift the cap.")
+    ] = None,
+) -> None:
+    """Set or lift a user's daily reveal cap."""
+    from heroes.serving import audit as audit_log
+    from heroes.serving.auth import AccountError, set_reveal_cap
+
+    db = _service_db(_serve_settings(root))
+    try:
+        set_reveal_cap(db, name, reveals)
+        audit_log.append(
+            db,
+            "user.update",
+            user="cli",
+            target=name,
+            source="cli",
+            detail={"daily_reveal_cap": reveals},
+        )
+    except AccountError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        db.close()
+    cap = "no cap" if reveals is None else f"at most {reveals} reveals a day"
+    out.print(f"{name}: {cap}")
+
+
+@users_app.command("list")
+def users_list(root: RootOpt) -> None:
+    """List the users of the service."""
+    from sqlalchemy import select
+
+    from heroes.serving.db import UserRow
+
+    db = _service_db(_serve_settings(root))
+    try:
+        with db.reader() as s:
+            rows = s.execute(select(UserRow).order_by(UserRow.name)).scalars().all()
+    finally:
+        db.close()
+    for u in rows:
+        cap = "" if u.daily_reveal_cap is None else f" (reveal cap {u.daily_reveal_cap}/day)"
+        out.print(f"{u.name}\t{u.role}{cap}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The user the key belongs to.")],
+    root: RootOpt,
+    case: Annotated[
+        list[str] | None, typer.Option("--case", help="Grant a case (repeatable).")
+    ] = None,
+    dev: Annotated[bool, typer.Option("--dev", help="Hash with the development secret.")] = False,
+) -> None:
+    """Create an API key for NAME; the key is printed once, as the last line."""
+    from heroes.serving import audit as audit_log
+    from heroes.serving.auth import AccountError, create_key
+
+    settings = _serve_settings(root, dev=dev)
+    pepper = _secret(settings)
+    db = _service_db(settings)
+    try:
+        key_id, key = create_key(db, name, pepper, case or [])
+        audit_log.append(
+            db,
+            "key.create",
+            user="cli",
+            target=key_id,
+            source="cli",
+            detail={"user": name, "cases": sorted(set(case or []))},
+        )
+    except AccountError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        db.close()
+    err.print(f"key {key_id} for {name}; cases: {', '.join(sorted(set(case or []))) or '-'}")
+    err.print("the key is shown only now; store it safely")
+    print(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (hk_<id>_...).")], root: RootOpt
+) -> None:
+    """Revoke a key at once."""
+    from heroes.serving import audit as audit_log
+    from heroes.serving.auth import revoke_key
+
+    db = _service_db(_serve_settings(root))
+    try:
+        if not revoke_key(db, key_id):
+            raise _fail(f"no active key {key_id!r}")
+        audit_log.append(db, "key.revoke", user="cli", target=key_id, source="cli")
+    finally:
+        db.close()
+    out.print(f"key {key_id} revoked")
+
+
+@audit_app.command("verify")
+def audit_verify(root: RootOpt) -> None:
+    """Check the audit chain: exit 0 when it holds, 1 and the first bad row when not."""
+    from heroes.serving.audit import verify
+
+    db = _service_db(_serve_settings(root))
+    try:
+        verdict = verify(db)
+    finally:
+        db.close()
+    if verdict.ok:
+        print(f"audit chain holds: {verdict.rows} rows, head {verdict.head}")
+        return
+    err.print(f"[bold red]audit chain broken[/] at row {verdict.bad_id}: {verdict.reason}")
+    if verdict.row is not None:
+        print(json.dumps(verdict.row, ensure_ascii=False))
+    raise typer.Exit(1)
 
 
 if __name__ == "__main__":

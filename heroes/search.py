@@ -8,6 +8,7 @@ score, and every hit is resolved to its item (path, frame time, box).
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -67,12 +68,17 @@ class SearchHit:
 
 
 @contextmanager
-def _open_cases(cases: Sequence[Path], settings: Settings) -> Iterator[dict[str, CaseStore]]:
+def _open_cases(
+    cases: Sequence[Path], settings: Settings, refresh: bool = True
+) -> Iterator[dict[str, CaseStore]]:
     """The cases' stores, by case name, with their indexes brought up to date (a no-op when the
-    last triage already did it), closed afterwards."""
+    last triage already did it, but one that reads the vectors table), closed afterwards.
+
+    A long-running service passes ``refresh=False``: every triage updates the indexes when it
+    finishes, and a saved index is read again by its manifest's time."""
     stores = {case_name(c): CaseStore(Path(c), settings.db_url, create=False) for c in cases}
     try:
-        for c in cases:
+        for c in cases if refresh else ():
             try:
                 with case_lock(Path(c)):
                     update_indexes(
@@ -126,12 +132,33 @@ def _resolve(
     return out
 
 
+_LOADED: dict[tuple[str, int], Any] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _load_index(cls: type[FloatIndex] | type[BinaryIndex], path: Path) -> Any:
+    """An index read once per process and again only after it was saved anew (a long-running
+    service keeps its indexes; a triage that adds vectors rewrites the manifest)."""
+    manifest = path / "manifest.json"
+    try:
+        key = (str(path), manifest.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return cls.load(path)
+    with _LOADED_LOCK:
+        ix = _LOADED.get(key)
+        if ix is None:
+            for old in [k for k in _LOADED if k[0] == key[0]]:
+                del _LOADED[old]
+            ix = _LOADED[key] = cls.load(path)
+        return ix
+
+
 def _load_float(cases: Sequence[Path], key: str) -> list[FloatIndex]:
     out = []
     for c in cases:
         p = index_root(Path(c)) / key
         if p.exists():
-            out.append(FloatIndex.load(p))
+            out.append(_load_index(FloatIndex, p))
     return out
 
 
@@ -159,6 +186,7 @@ def search_faces(
     k: int = 10,
     settings: Settings | None = None,
     all_faces: bool = False,
+    analyzer: Analyzer | None = None,
 ) -> list[SearchHit]:
     """The query image's largest face searched in the cases' face indexes: ``k`` hits.
 
@@ -166,18 +194,47 @@ def search_faces(
     ``k`` rows for each, mixed by score. With ``all_faces`` every face is searched, ``k`` hits
     each, merged by score. Each hit names the query face it answers (``query_face``, its index
     among the faces found, and ``query_bbox``)."""
+    return search_faces_detail(
+        cases, image, k=k, settings=settings, all_faces=all_faces, analyzer=analyzer
+    )[1]
+
+
+def face_analyzer(settings: Settings) -> Analyzer:
+    """The models a face query runs (detector, landmarks, face embedding), loaded on first use."""
+    return Analyzer(
+        InferOptions(scene_embed=None, face_embed=settings.face_model, device=settings.device)
+    )
+
+
+def scene_analyzer(settings: Settings) -> Analyzer:
+    """The model a scene query runs, loaded on first use."""
+    return Analyzer(
+        InferOptions(detector=None, scene_embed=settings.scene_model, device=settings.device)
+    )
+
+
+def search_faces_detail(
+    cases: Sequence[Path],
+    image: Path | bytes,
+    *,
+    k: int = 10,
+    settings: Settings | None = None,
+    all_faces: bool = False,
+    analyzer: Analyzer | None = None,
+    refresh: bool = True,
+) -> tuple[list[dict[str, Any]], list[SearchHit]]:
+    """:func:`search_faces` plus the faces found in the query (``bbox``, detector ``score``)."""
     settings = settings or get_settings()
-    with _open_cases(cases, settings) as stores:
-        analyzer = Analyzer(
-            InferOptions(scene_embed=None, face_embed=settings.face_model, device=settings.device)
-        )
+    with _open_cases(cases, settings, refresh) as stores:
+        analyzer = analyzer or face_analyzer(settings)
         (res,) = analyzer.analyze([_query_image(image, settings)], [None])
         vecs = [v for v in res.vectors if v["kind"] == "face"]
         if not vecs:
             raise SearchError("no face found in the query image")
+        query = [_query_face(v, res.faces) for v in vecs]
         indexes = _load_float(cases, f"face-{settings.face_model}")
         if not indexes:
-            return []
+            return query, []
         chosen = list(range(len(vecs))) if all_faces else [_largest_face(vecs)]
         q = np.stack([vecs[i]["vector"] for i in chosen]).astype(np.float32)
         per_query = search_many(indexes, q, k)
@@ -185,7 +242,7 @@ def search_faces(
         for qi, hits in zip(chosen, per_query, strict=True):
             merged += [(h, qi, list(vecs[qi]["bbox"])) for h in hits]
         merged.sort(key=lambda t: -t[0].score)
-        return _resolve(merged[: k * len(chosen)], stores, "face")
+        return query, _resolve(merged[: k * len(chosen)], stores, "face")
 
 
 def _largest_face(vecs: Sequence[dict[str, Any]]) -> int:
@@ -198,6 +255,16 @@ def _largest_face(vecs: Sequence[dict[str, Any]]) -> int:
     return max(range(len(vecs)), key=lambda i: (area(vecs[i]), -i))
 
 
+def _query_face(vector: dict[str, Any], faces: list[dict[str, Any]]) -> dict[str, Any]:
+    bbox = [round(float(x), 2) for x in vector["bbox"]]
+    score = None
+    for f in faces:
+        if [round(float(x), 2) for x in f.get("bbox", [])] == bbox:
+            score = f.get("score")
+            break
+    return {"bbox": bbox, "score": None if score is None else round(float(score), 4)}
+
+
 def search_scene(
     cases: Sequence[Path],
     image: Path | bytes,
@@ -205,16 +272,16 @@ def search_scene(
     k: int = 10,
     settings: Settings | None = None,
     recheck: bool = False,
+    analyzer: Analyzer | None = None,
+    refresh: bool = True,
 ) -> list[SearchHit]:
     """The query image's scene embedding searched in the cases' scene indexes.
 
     With ``recheck`` (the SIFT-VLAD model only), the hits whose file is on disk are re-ordered
     by geometric agreement (RANSAC inliers) with the query."""
     settings = settings or get_settings()
-    with _open_cases(cases, settings) as stores:
-        analyzer = Analyzer(
-            InferOptions(detector=None, scene_embed=settings.scene_model, device=settings.device)
-        )
+    with _open_cases(cases, settings, refresh) as stores:
+        analyzer = analyzer or scene_analyzer(settings)
         rgb = _query_image(image, settings)
         (res,) = analyzer.analyze([rgb], [None])
         indexes = _load_float(cases, f"scene-{settings.scene_model}")
@@ -264,11 +331,12 @@ def search_pdq(
     image: Path | bytes | None = None,
     max_distance: int = 31,
     settings: Settings | None = None,
+    refresh: bool = True,
 ) -> list[SearchHit]:
     """Images and video frames within ``max_distance`` of a PDQ hash, of an item of the first
     case (``similar_to``), or of an image (all 8 rotations and mirrors of it)."""
     settings = settings or get_settings()
-    with _open_cases(cases, settings) as stores:
+    with _open_cases(cases, settings, refresh) as stores:
         variants: list[np.ndarray] = []
         if pdq is not None:
             try:
@@ -306,7 +374,7 @@ def search_pdq(
         for c in cases:
             p = index_root(Path(c)) / "pdq"
             if p.exists():
-                indexes.append(BinaryIndex.load(p))
+                indexes.append(_load_index(BinaryIndex, p))
         if not indexes:
             return []
         per_index = [ix.range_search_variants(variants, max_distance)[0] for ix in indexes]
@@ -316,6 +384,41 @@ def search_pdq(
         )
         found = [(h, None, None) for h in hits]
         return _resolve(found, stores, "pdq")
+
+
+def similar_scenes(
+    case: Path,
+    item_id: int,
+    *,
+    k: int = 10,
+    settings: Settings | None = None,
+    refresh: bool = True,
+) -> list[SearchHit]:
+    """Items whose scene looks like item ``item_id``'s (every keyframe of a video asks), best
+    score per item, the item itself left out."""
+    settings = settings or get_settings()
+    with _open_cases([case], settings, refresh) as stores:
+        store = stores[case_name(case)]
+        with store.session() as s:
+            rows = s.execute(
+                select(VectorRow.dim, VectorRow.vector).where(
+                    VectorRow.item_id == item_id,
+                    VectorRow.kind == "scene",
+                    VectorRow.model == settings.scene_model,
+                )
+            ).all()
+        indexes = _load_float([case], f"scene-{settings.scene_model}")
+        if not rows or not indexes:
+            return []
+        q = decode_vectors([r.vector for r in rows], int(rows[0].dim))
+        best: dict[int, Hit] = {}
+        for hits in search_many(indexes, np.ascontiguousarray(q), k + 1):
+            for h in hits:
+                mid = int(h.meta.item_id)
+                if mid != item_id and (mid not in best or h.score > best[mid].score):
+                    best[mid] = h
+        ranked = sorted(best.values(), key=lambda h: (-h.score, h.meta.item_id))[:k]
+        return _resolve([(h, None, None) for h in ranked], stores, "scene")
 
 
 # identities -----------------------------------------------------------------------------------
@@ -328,6 +431,7 @@ class Person:
     files: int
     videos: int
     examples: list[str]
+    items: list[int] = field(default_factory=list)
 
 
 def persons(
@@ -408,7 +512,53 @@ def describe(ident: Identities, media: dict[int, str], paths: dict[int, str]) ->
                 len(items),
                 kinds.get("video", 0),
                 [paths.get(i, "?") for i in items[:3]],
+                items,
             )
         )
     out.sort(key=lambda p: (-p.faces, p.identity))
     return out
+
+
+def person_faces(
+    case: Path, identity: int, *, settings: Settings | None = None
+) -> list[dict[str, Any]] | None:
+    """Every face of one identity (``face_id``, ``item_id``, ``path``, ``bbox``, ``frame_time``),
+    or None when the case has no such identity. Clusters the case first if it never was."""
+    settings = settings or get_settings()
+    path = index_root(Path(case)) / IDENTITIES_FILE
+    if not path.is_file():
+        persons(case, settings=settings)
+    if not path.is_file():
+        return None
+    ident = Identities.load(path)
+    if identity not in ident.ids():
+        return None
+    refs = ident.refs(identity)
+    store = CaseStore(Path(case), settings.db_url, create=False)
+    try:
+        with store.session() as s:
+            rows = s.execute(
+                select(VectorRow.ref, VectorRow.item_id, VectorRow.bbox, VectorRow.frame_time)
+                .where(
+                    VectorRow.kind == "face",
+                    VectorRow.model == settings.face_model,
+                    VectorRow.ref.in_(refs),
+                )
+                .order_by(VectorRow.item_id, VectorRow.id)
+            ).all()
+            ids = sorted({int(r.item_id) for r in rows})
+            paths = dict(
+                s.execute(select(ItemRow.id, ItemRow.path).where(ItemRow.id.in_(ids))).all()
+            )
+    finally:
+        store.close()
+    return [
+        {
+            "face_id": r.ref,
+            "item_id": int(r.item_id),
+            "path": paths.get(int(r.item_id)),
+            "bbox": list(r.bbox) if r.bbox else None,
+            "frame_time": r.frame_time,
+        }
+        for r in rows
+    ]

@@ -50,6 +50,7 @@ __all__ = [
     "Unreadable",
     "content_source",
     "path_part",
+    "open_item",
     "register_opener",
     "walk",
 ]
@@ -1213,3 +1214,67 @@ def walk(
             )
         ]
     )
+
+
+def open_item(
+    root: Path,
+    path: str,
+    limits: Limits | None = None,
+    disk: DiskImageSettings | None = None,
+) -> BinaryIO:
+    """Open one item of an earlier walk again, read-only, as a binary stream.
+
+    ``root`` is the evidence root of the walk and ``path`` the item's evidence path
+    (``a.zip!/b.tar.gz!/c.jpg``, ``disk.E01!/p1/DCIM/a.jpg``). The file on disk is found by the
+    names the walk gave it (escaped names and all), below ``root`` only, without following a
+    symlink, and opened the walker's way (no fifo, no access-time update). A member is found by
+    walking its file again with the same openers and limits, opening only the containers on its
+    path, so repeated names, appended zips and forensic images resolve exactly as in the walk.
+    Raises :class:`FileNotFoundError` when the item is no longer there (or names a place outside
+    ``root``), :class:`Unreadable` when it or a container on the way cannot be read.
+    """
+    limits = limits if limits is not None else get_settings().limits
+    real = Path(os.path.realpath(root))
+    outer = path.split("!/", 1)[0]
+    if real.is_dir():
+        full = _below(real, outer)
+    elif outer == (path_part(real.name) or "."):
+        full = real
+    else:
+        raise FileNotFoundError(f"{outer!r} is not the evidence file {real.name!r}")
+    if outer == path:
+        try:
+            return _open_regular(full)
+        except _NotRegular as exc:
+            raise FileNotFoundError(f"{outer}: {exc}") from None
+    walker = _Walker(limits, lambda e: not path.startswith(e.path + "!/"), disk)
+    entries = walker.file(outer, full, os.stat(full, follow_symlinks=False))
+    try:
+        for entry in entries:
+            if entry.path != path:
+                continue
+            if entry.data is not None:
+                return io.BytesIO(entry.data)
+            if entry.ref is not None:
+                return entry.ref.open_stream()
+            raise Unreadable(entry.error or entry.skipped or f"{path}: no content")
+    finally:
+        entries.close()  # type: ignore[attr-defined]
+    raise FileNotFoundError(f"{path!r} is not in {outer!r}")
+
+
+def _below(root: Path, rel: str) -> Path:
+    """The file on disk that the walk named ``rel`` under ``root``: each part matched against the
+    escaped names of its folder, no symlink followed on the way."""
+    here = root
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            raise FileNotFoundError(f"not a path below the evidence root: {rel!r}")
+        with os.scandir(here) as it:
+            found = next((de for de in it if path_part(de.name) == part), None)
+        if found is None:
+            raise FileNotFoundError(f"{rel!r} is not below the evidence root")
+        if found.is_symlink():
+            raise FileNotFoundError(f"not a plain file below the evidence root: {rel!r}")
+        here = Path(found.path)
+    return here

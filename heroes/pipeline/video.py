@@ -488,3 +488,39 @@ def _file_name(source: bytes | Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
+
+
+def frame_at(
+    source: Any, time: float, *, working_size: int = 512, max_frames: int = 1000
+) -> NDArray[np.uint8]:
+    """The frame shown at ``time`` seconds, as a player shows it, longest side <= working_size.
+
+    ``source`` is a readable binary stream (the evidence opened read-only). Decoding starts at
+    the keyframe before ``time`` and reads at most ``max_frames`` frames; the last frame decoded
+    is returned when the video ends earlier. Raises :class:`DecodeError` when no frame decodes.
+    """
+    try:
+        container = av.open(source, options={"protocol_whitelist": "data"})
+    except Exception as error:
+        raise DecodeError(f"cannot open video: {error}") from None
+    with container:
+        stream = _video_stream(container)
+        start = _start_time(stream)
+        fps = _fps(stream)
+        if time > 0 and stream.time_base is not None:
+            try:
+                at = Fraction(time).limit_denominator(1000) + (start or 0)
+                target = int(at / stream.time_base)
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                container.seek(0, stream=stream)
+        chosen: av.VideoFrame | None = None
+        for index, frame in enumerate(_Frames(container, stream)):
+            chosen = frame
+            if _frame_time(frame, start, index, fps) >= time - _EPS or index >= max_frames:
+                break
+        if chosen is None:
+            raise DecodeError(f"no frame decodes at {time:g} s")
+        width, height = _fit(chosen.width, chosen.height, working_size)
+        pixels = chosen.to_ndarray(width=width, height=height, format="rgb24")
+        return _display(pixels, _rotation(chosen))
