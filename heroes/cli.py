@@ -1017,8 +1017,11 @@ def serve(
     _secret(settings)
     if settings.dev and not settings.secret_key and settings.secret_key_file is None:
         err.print(
-            "[bold yellow]DEVELOPMENT MODE[/]: API keys are hashed with a public secret. "
-            "Do not load evidence into this service."
+            Text.assemble(
+                ("DEVELOPMENT MODE", "bold yellow"),
+                ": API keys are hashed with a public secret. "
+                "Do not load evidence into this service.",
+            )
         )
     # workers and Ray replicas read their settings from the environment
     os.environ["HEROES_SERVE_ROOT"] = str(settings.root)
@@ -1193,7 +1196,12 @@ def audit_verify(root: RootOpt) -> None:
     if verdict.ok:
         print(f"audit chain holds: {verdict.rows} rows, head {verdict.head}")
         return
-    err.print(f"[bold red]audit chain broken[/] at row {verdict.bad_id}: {verdict.reason}")
+    err.print(
+        Text.assemble(
+            ("audit chain broken", "bold red"),
+            f" at row {verdict.bad_id}: {shown(verdict.reason)}",
+        )
+    )
     if verdict.row is not None:
         print(json.dumps(verdict.row, ensure_ascii=False))
     raise typer.Exit(1)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from heroes.cli import app
 from heroes.config import Settings
-from heroes.pipeline.report import safe_cell
+from heroes.pipeline.report import RECORD_FIELDS, safe_cell
 from heroes.pipeline.runner import triage
 
 runner = CliRunner()
@@ -82,7 +82,8 @@ def test_csv_export_is_utf8_with_bom_and_shows_hostile_names_as_text(
         for value in row.values():
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), value
     paths = {r["path"] for r in rows}
-    assert "'=HYPERLINK(x).jpg" in paths and "'\tt.jpg" in paths and "plain.jpg" in paths
+    # a tab in a name is already escaped in the evidence path (docs/records.md)
+    assert "'=HYPERLINK(x).jpg" in paths and "\\x09t.jpg" in paths and "plain.jpg" in paths
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "vics"])
@@ -118,7 +119,9 @@ def test_label_command_labels_copies_and_shows_in_queue_and_jsonl(
     out = tmp_path / "items.jsonl"
     assert runner.invoke(app, ["export", str(case), "-o", str(out)]).exit_code == 0
     recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert all(list(r)[-1] == "label" for r in recs)
+    # fields come in the contract's order, label added after members (docs/records.md)
+    assert all(list(r) == list(RECORD_FIELDS) for r in recs)
+    assert RECORD_FIELDS.index("label") == RECORD_FIELDS.index("members") + 1
     assert {r["path"]: r["label"] for r in recs}["copy.jpg"]["category"] == 2
     vics = tmp_path / "case.vics.json"
     result = runner.invoke(app, ["export", str(case), "--format", "vics", "-o", str(vics)])

@@ -1251,13 +1251,18 @@ def open_item(
     entries = walker.file(outer, full, os.stat(full, follow_symlinks=False))
     try:
         for entry in entries:
-            if entry.path != path:
-                continue
-            if entry.data is not None:
-                return io.BytesIO(entry.data)
-            if entry.ref is not None:
-                return entry.ref.open_stream()
-            raise Unreadable(entry.error or entry.skipped or f"{path}: no content")
+            if entry.path == path:
+                if entry.data is not None:
+                    return io.BytesIO(entry.data)
+                if entry.ref is not None:
+                    return entry.ref.open_stream()
+                raise Unreadable(entry.error or entry.skipped or f"{path}: no content")
+            if path.startswith(entry.path + "!/"):
+                # a container on the way, yielded after its members: the item was not among them
+                if entry.archive_kind is None:
+                    raise Unreadable(f"{entry.path} is not an archive the walker opens")
+                if entry.error:
+                    raise Unreadable(entry.error)
     finally:
         entries.close()  # type: ignore[attr-defined]
     raise FileNotFoundError(f"{path!r} is not in {outer!r}")

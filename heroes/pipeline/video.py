@@ -102,6 +102,8 @@ class _Scan:
     rotation: int = 0
     end: float | None = None
     elapsed: float = 0.0
+    #: cut by the decode budget (frames, frame rate, wall clock): no second decode is affordable
+    over_budget: bool = False
 
 
 def analyze_video(
@@ -204,9 +206,10 @@ def _analyze_open(
         duration = scan.end
     width, height = coded if scan.rotation % 180 == 0 else coded[::-1]
     features, vpdq_source = None, "pdqhash"
-    # the reference decodes the whole video again: only when that fits in the time budget too
-    second_pass = scan.truncated is None and scan.elapsed <= budget.seconds / 2
-    if reference and second_pass and coded[0] and coded[1]:
+    # the reference decodes the whole video again, the fallback up to the time limit: only when
+    # the first decode kept within its budget, with room for another
+    second_pass = not scan.over_budget and scan.elapsed <= budget.seconds / 2
+    if reference and second_pass and scan.truncated is None and coded[0] and coded[1]:
         features = _reference_vpdq(source, VPDQ_FRAME_SIZE)
         vpdq_source = "vpdq" if features else vpdq_source
     if reference and second_pass and not features and scan.keyframes:
@@ -304,7 +307,7 @@ def _scan(
             break
         cut = budget.exceeded(index + 1, t, started)
         if cut is not None:
-            scan.truncated = cut
+            scan.truncated, scan.over_budget = cut, True
             break
         scan.end = t + (1.0 / fps if fps else 0.0)
         on_mark = t >= next_mark - _EPS
