@@ -43,6 +43,8 @@ class FrameResult:
     nudity_score: float = 0.0
     detections: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[dict[str, Any]] = field(default_factory=list)
+    raw_nudity_score: float = 0.0  # before the detector's graphics guard
+    nudity_guard: str | None = None  # why the graphics guard discounted this frame's score
 
 
 class Analyzer:
@@ -136,6 +138,8 @@ class Analyzer:
             dets = self.detector.detect(frames)
             for res, d in zip(results, dets, strict=True):
                 res.nudity_score = d.nudity_score
+                res.raw_nudity_score = d.raw_nudity_score
+                res.nudity_guard = d.guard
                 res.detections = [_scaled(x.to_record(), scale) for x in d.detections]
                 res.faces = [{**_scaled(f.to_record(), scale), "_box": f.bbox} for f in d.faces]
             self._faces(frames, results, scale)
@@ -219,7 +223,8 @@ def summarise(
     """Item-level ``faces`` and ``nudity`` from the per-frame results of one file.
 
     ``nudity.score`` is the maximum over frames, with the time of the frame that set it; the
-    detections kept are those of that frame."""
+    detections kept are those of that frame, and ``raw_score``/``guard`` are that frame's score
+    before the detector's graphics guard and why it was discounted (null when it was not)."""
     faces: list[dict[str, Any]] = []
     for r in results:
         for f in r.faces:
@@ -238,4 +243,6 @@ def summarise(
         nudity["frames"] = [
             {"time": r.frame_time, "score": round(float(r.nudity_score), 4)} for r in results
         ]
+    nudity["raw_score"] = round(float(best.raw_nudity_score), 4)
+    nudity["guard"] = best.nudity_guard
     return faces, nudity
