@@ -11,6 +11,7 @@ import skimage.data as data
 
 from heroes.config import ScoringWeights, Settings
 from heroes.pipeline.infer import Analyzer, InferOptions
+from heroes.pipeline.report import faces_found
 from heroes.pipeline.scoring import REASON_MINOR, REASON_WEAK_MINOR, score_item
 from heroes.search import persons
 from heroes.store.db import CaseStore, encode_vector
@@ -65,14 +66,22 @@ def test_an_unconfirmed_face_does_not_count_as_a_likely_minor() -> None:
     assert score_item("ok", None, [older], None, w)[0] == p2
 
 
-def test_persons_leave_unconfirmed_faces_out(tmp_path: Path) -> None:
-    settings = Settings()
-    store = CaseStore(tmp_path / "case")
+def _case(folder: Path, settings: Settings) -> None:
+    """Three items with one face each, nearly the same vector; item 3's face is unconfirmed and
+    has the highest P(minor)."""
+    store = CaseStore(folder)
     rng = np.random.default_rng(0)
     base = rng.normal(size=128).astype(np.float32)
     with store.session() as s, s.begin():
         for item in (1, 2, 3):
-            confirmed = item != 3
+            face = {
+                "bbox": [0, 0, 9, 9],
+                "score": 0.5,
+                "age": 30.0 - item,
+                "p_minor": 0.1 * item if item != 3 else 0.98,
+                "face_id": f"{item}-0",
+                "confirmed": item != 3,
+            }
             s.add(
                 ItemRow(
                     id=item,
@@ -80,7 +89,7 @@ def test_persons_leave_unconfirmed_faces_out(tmp_path: Path) -> None:
                     path=f"{item}.jpg",
                     status="ok",
                     media_type="image",
-                    faces=[{"bbox": [0, 0, 9, 9], "face_id": f"{item}-0", "confirmed": confirmed}],
+                    faces=[face],
                 )
             )
             v = base + 0.01 * rng.normal(size=128).astype(np.float32)
@@ -95,6 +104,22 @@ def test_persons_leave_unconfirmed_faces_out(tmp_path: Path) -> None:
                 )
             )
     store.close()
+
+
+def test_persons_leave_unconfirmed_faces_out(tmp_path: Path) -> None:
+    settings = Settings()
+    _case(tmp_path / "case", settings)
     people = persons(tmp_path / "case", min_faces=1, settings=settings)
     assert len(people) == 1
     assert people[0].faces == 2 and people[0].items == [1, 2]
+
+
+def test_the_face_list_puts_unconfirmed_faces_after_confirmed_ones(tmp_path: Path) -> None:
+    settings = Settings()
+    _case(tmp_path / "case", settings)
+    store = CaseStore(tmp_path / "case", create=False)
+    try:
+        found = faces_found(store)
+    finally:
+        store.close()
+    assert [f["item_id"] for f in found] == [2, 1, 3]
