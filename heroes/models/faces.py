@@ -3,6 +3,8 @@
 Face boxes come from the detector; dlib's 5-point shape predictor places eye corners and nose so
 that each face is cut out as an aligned chip, the way the age and identity networks were trained
 (dlib ``get_face_chip``: 64 px with padding 0.2 for age, 150 px with padding 0.25 for identity).
+Each face is also checked by an independent human-face model (:class:`FaceConfirmer`), and the
+age interval is read from a calibrated distribution (:func:`calibrated_interval`).
 """
 
 from __future__ import annotations
