@@ -395,7 +395,7 @@ def print_faces(case: Path, limit: int = 10) -> None:
             f"{f.get('age', float('nan')):.0f}",
             f"{lo:.0f}-{hi:.0f}" if lo is not None else "",
             f"{f.get('p_minor', 0):.2f}",
-            f"{f['score']:.2f}",
+            f"{f['score']:.2f}" + (" not confirmed human" if f.get("confirmed") is False else ""),
         )
     out.print(t)
 

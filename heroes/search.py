@@ -460,6 +460,9 @@ def persons(
             ).all()
             media = dict(s.execute(select(ItemRow.id, ItemRow.media_type)).all())
             paths = dict(s.execute(select(ItemRow.id, ItemRow.path)).all())
+            unconfirmed = _unconfirmed_faces(s)
+        # a face the human-face check did not confirm (an animal, a pattern) makes no identity
+        rows = [r for r in rows if r.ref not in unconfirmed]
         root = index_root(Path(case))
         root.mkdir(parents=True, exist_ok=True)
         path = root / IDENTITIES_FILE
@@ -497,6 +500,16 @@ def persons(
         return [p for p in describe(ident, media, paths) if p.faces >= 1]
     finally:
         store.close()
+
+
+def _unconfirmed_faces(session: Any) -> set[str]:
+    """``face_id`` of every face whose record says ``confirmed: false``."""
+    out: set[str] = set()
+    for item_id, faces in session.execute(select(ItemRow.id, ItemRow.faces)).all():
+        for k, face in enumerate(faces or []):
+            if isinstance(face, dict) and face.get("confirmed") is False:
+                out.add(str(face.get("face_id") or f"{item_id}-{k}"))
+    return out
 
 
 def describe(ident: Identities, media: dict[int, str], paths: dict[int, str]) -> list[Person]:

@@ -4,6 +4,11 @@ A frame is an RGB working copy with an optional timestamp (a still image has non
 file go through each model as one batch, so a video's keyframes are batched together. Boxes are
 reported in the pixels of the original file (working-copy boxes scaled back), so an investigator
 can find them in the evidence.
+
+Every face the detector reports is checked a second time by an independent human-face model
+(:class:`heroes.models.faces.FaceConfirmer`) and keeps ``confirmed`` (and ``confirm_score``) in its
+record: an unconfirmed face (an animal, a pattern) stays in the record for a reviewer, but scoring
+does not count it as a likely minor and ``persons`` does not group it into identities.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class InferOptions:
     age: str | None = "age-v1"
     face_embed: str | None = "dlib-face-resnet"
     scene_embed: str | None = "scene-vlad"
+    #: HOG score a face needs to be confirmed human (None: no check, every face confirmed)
+    face_confirm: float | None = -0.6
     threads: int | None = None
     device: str | None = None
 
@@ -36,6 +43,8 @@ class FrameResult:
     nudity_score: float = 0.0
     detections: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[dict[str, Any]] = field(default_factory=list)
+    raw_nudity_score: float = 0.0  # before the detector's graphics guard
+    nudity_guard: str | None = None  # why the graphics guard discounted this frame's score
 
 
 class Analyzer:
@@ -48,6 +57,7 @@ class Analyzer:
         self._age: Any = None
         self._embed: Any = None
         self._scene: Any = None
+        self._confirm: Any = None
 
     # lazily built so that a worker that never sees an image loads nothing
     @property
@@ -67,6 +77,14 @@ class Analyzer:
 
             self._landmarks = Landmarks(self.opts.landmarks)
         return self._landmarks
+
+    @property
+    def confirmer(self) -> Any:
+        if self._confirm is None and self.opts.face_confirm is not None:
+            from heroes.models.faces import FaceConfirmer
+
+            self._confirm = FaceConfirmer(self.opts.face_confirm)
+        return self._confirm
 
     @property
     def age(self) -> Any:
@@ -120,6 +138,8 @@ class Analyzer:
             dets = self.detector.detect(frames)
             for res, d in zip(results, dets, strict=True):
                 res.nudity_score = d.nudity_score
+                res.raw_nudity_score = d.raw_nudity_score
+                res.nudity_guard = d.guard
                 res.detections = [_scaled(x.to_record(), scale) for x in d.detections]
                 res.faces = [{**_scaled(f.to_record(), scale), "_box": f.bbox} for f in d.faces]
             self._faces(frames, results, scale)
@@ -139,7 +159,7 @@ class Analyzer:
                 for f in r.faces:
                     f.pop("_box", None)
             return
-        age_chips, emb_chips, owners = [], [], []
+        age_chips, emb_chips, owners, checks = [], [], [], []
         for i, (frame, res) in enumerate(zip(frames, results, strict=True)):
             if not res.faces:
                 continue
@@ -150,6 +170,8 @@ class Analyzer:
                     for x, y in self.landmarks.points(shape)
                 ]
                 owners.append((i, j))
+            if self.confirmer is not None:
+                checks += self.confirmer.scores(frame, shapes)
             if self.age is not None:
                 pad = self.age.spec.input.chip_padding
                 age_chips.append(self.landmarks.chips(frame, shapes, self.age.chip_size, pad))
@@ -169,6 +191,12 @@ class Analyzer:
                     p_minor=round(est.p_minor, 4),
                     age_interval=[est.interval[0], est.interval[1]],
                 )
+        for k, (i, j) in enumerate(owners):
+            sc = checks[k] if checks else None
+            results[i].faces[j].update(
+                confirmed=not checks or (sc is not None and sc >= self.opts.face_confirm),
+                confirm_score=None if sc is None else round(sc, 3),
+            )
         if emb_chips:
             emb = self.face_embedder.embed(np.concatenate(emb_chips))
             for (i, j), v in zip(owners, emb, strict=True):
@@ -195,7 +223,8 @@ def summarise(
     """Item-level ``faces`` and ``nudity`` from the per-frame results of one file.
 
     ``nudity.score`` is the maximum over frames, with the time of the frame that set it; the
-    detections kept are those of that frame."""
+    detections kept are those of that frame, and ``raw_score``/``guard`` are that frame's score
+    before the detector's graphics guard and why it was discounted (null when it was not)."""
     faces: list[dict[str, Any]] = []
     for r in results:
         for f in r.faces:
@@ -214,4 +243,6 @@ def summarise(
         nudity["frames"] = [
             {"time": r.frame_time, "score": round(float(r.nudity_score), 4)} for r in results
         ]
+    nudity["raw_score"] = round(float(best.raw_nudity_score), 4)
+    nudity["guard"] = best.nudity_guard
     return faces, nudity

@@ -97,14 +97,22 @@ def known_bad_matches(store: CaseStore, limit: int = 20) -> list[dict[str, Any]]
 
 
 def faces_found(store: CaseStore, limit: int = 10) -> list[dict[str, Any]]:
-    """Faces of the case, most likely minors first (one line per face, duplicates left out)."""
+    """Faces of the case, most likely minors first (one line per face, duplicates left out);
+    faces the human-face check did not confirm come after every confirmed face."""
     out = []
     for row in store.items(order="id"):
         if row.status == "duplicate":
             continue
         for f in row.faces or []:
             out.append({"item_id": row.id, "path": row.path, **f})
-    out.sort(key=lambda f: (-(f.get("p_minor") or 0), f.get("age") or 0, f["item_id"]))
+    out.sort(
+        key=lambda f: (
+            f.get("confirmed") is False,
+            -(f.get("p_minor") or 0),
+            f.get("age") or 0,
+            f["item_id"],
+        )
+    )
     return out[:limit]
 
 

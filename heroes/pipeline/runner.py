@@ -669,7 +669,9 @@ class _Pass:
             face["face_id"] = f"{row['id']}-{k}"
         self.summary.faces += len(faces)
         self.summary.items_with_faces += bool(faces)
-        self.summary.likely_minor_faces += sum(1 for f in faces if (f.get("p_minor") or 0) >= 0.5)
+        self.summary.likely_minor_faces += sum(
+            1 for f in faces if (f.get("p_minor") or 0) >= 0.5 and f.get("confirmed") is not False
+        )
         self.summary.explicit += bool((row.get("nudity") or {}).get("explicit"))
         for v in vectors:
             face_index = v.pop("face")

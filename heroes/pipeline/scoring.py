@@ -17,7 +17,9 @@ stronger one:
    c. weaker evidence, no explicit nudity: ``0.15 * n_max + 0.09 * m_max`` (at most 0.24), so a
       photo of a child with no nudity stays below every explicit finding.
 
-   Videos take the maxima over frames and record the time of the frame that set each reason.
+   Faces whose record says ``confirmed: false`` (the independent human-face check disagreed with
+   the detector) do not count in ``m``. Videos take the maxima over frames and record the time of
+   the frame that set each reason.
 4. Everything else is 0, with files that failed to decode (``error``) at 0.01 so that they come
    before plainly benign files; a damaged file whose readable part was analysed gets at least
    0.01 too; known-good files are 0 and ranked last.
@@ -91,6 +93,8 @@ def _frames(
                 nudity.get("score") or 0
             )
     for face in faces:
+        if face.get("confirmed") is False:
+            continue  # not a human face by the second check (an animal, a pattern)
         slot = per.setdefault(face.get("frame_time"), _Frame())
         p = float(face.get("p_minor") or 0)
         if p > slot.p_minor or (slot.age is None and p >= slot.p_minor):

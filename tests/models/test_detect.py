@@ -134,3 +134,116 @@ def test_the_cameraman_at_055_of_its_size_shows_one_face(detector: Detector) -> 
     (res,) = detector.detect([small])
     assert len(res.faces) == 1, [(f.label, f.score) for f in res.faces]
     assert res.faces[0].label == "FACE_MALE"
+
+
+def graphics() -> dict[str, np.ndarray]:
+    """Non-photographic images: a colour wheel, a checkerboard, gradients, shapes, text, flat."""
+    from PIL import Image, ImageDraw
+
+    yy, xx = np.mgrid[0:300, 0:300]
+    out = {
+        "colorwheel": np.ascontiguousarray(data.colorwheel()[..., :3]),
+        "checkerboard": np.stack([data.checkerboard()] * 3, -1),
+        "gradient": np.stack([xx * 255 // 299, yy * 255 // 299, (xx + yy) * 255 // 598], -1).astype(
+            np.uint8
+        ),
+        "flat": np.full((200, 240, 3), (210, 160, 140), np.uint8),
+    }
+    rng = np.random.default_rng(3)
+    shapes = Image.new("RGB", (400, 300), (240, 220, 200))
+    d = ImageDraw.Draw(shapes)
+    for _ in range(10):
+        x, y = (int(v) for v in rng.integers(0, 330, 2))
+        d.ellipse([x, y, x + 70, y + 50], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    out["shapes"] = np.asarray(shapes)
+    text = Image.new("RGB", (480, 240), (255, 255, 255))
+    d = ImageDraw.Draw(text)
+    for i in range(8):
+        d.text((8, 8 + 28 * i), "The quick brown fox jumps over the lazy dog " * 2, fill=(0, 0, 0))
+    out["text"] = np.asarray(text)
+    return out
+
+
+def test_the_colour_wheel_is_not_flagged_explicit_and_says_why(detector: Detector) -> None:
+    (res,) = detector.detect([graphics()["colorwheel"]])
+    assert res.raw_nudity_score >= detector.nudity_threshold  # what the network alone says
+    assert not res.explicit and res.nudity_score < detector.nudity_threshold
+    assert res.nudity_score == pytest.approx(res.raw_nudity_score * detector.guard_discount)
+    assert res.guard is not None and "of the frame" in res.guard
+    guarded = [d for d in res.detections if d.guard]
+    assert guarded and "skin-like colour" in guarded[0].to_record()["guard"]
+
+
+def test_no_graphic_is_flagged_explicit(detector: Detector) -> None:
+    g = graphics()
+    results = detector.detect(list(g.values()))
+    scores = {n: round(r.nudity_score, 3) for n, r in zip(g, results, strict=True)}
+    assert not any(r.explicit for r in results), scores
+    assert max(scores.values()) < detector.nudity_threshold / 2, scores
+
+
+def test_the_guard_leaves_every_benign_photo_as_it_was(detector: Detector) -> None:
+    photos = benign_photos()
+    x, geo = detector.preprocess(list(photos.values()))
+    (raw,) = detector.run(x)[:1]
+    shapes = [im.shape[:2] for im in photos.values()]
+    plain = detector.decode(raw, geo, shapes)
+    guarded = detector.decode(raw, geo, shapes, list(photos.values()))
+    for name, a, b in zip(photos, plain, guarded, strict=True):
+        assert b.nudity_score == a.nudity_score == b.raw_nudity_score, name
+        assert b.guard is None and b.detections == a.detections and b.faces == a.faces, name
+
+
+def _whole_frame(detector: Detector, score: float) -> np.ndarray:
+    """A raw output with one explicit prediction on a box covering the whole 320 px input."""
+    raw = np.zeros((1, 4 + len(detector.labels), 3), np.float32)
+    raw[0, :4, 0] = [160, 160, 318, 318]
+    raw[0, 4 + detector.labels.index("BUTTOCKS_EXPOSED"), 0] = score
+    return raw
+
+
+def test_a_whole_frame_box_on_skin_colour_or_grey_scale_keeps_its_score(
+    detector: Detector,
+) -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-12, 13, (320, 320, 3))
+    skin = np.clip(np.asarray([220, 170, 140]) + noise, 0, 255).astype(np.uint8)
+    grey = np.repeat(rng.integers(20, 236, (320, 320, 1)).astype(np.uint8), 3, axis=2)
+    for image in (skin, grey):
+        (res,) = detector.decode(
+            _whole_frame(detector, 0.8), [Letterbox(1.0, 0, 0)], [(320, 320)], [image]
+        )
+        assert res.nudity_score == pytest.approx(0.8) and res.explicit, res.guard
+        assert res.guard is None
+
+
+def test_a_whole_frame_box_on_a_colourful_image_without_skin_is_discounted(
+    detector: Detector,
+) -> None:
+    rng = np.random.default_rng(0)
+    blue = np.clip(np.asarray([40, 90, 200]) + rng.integers(-30, 31, (320, 320, 3)), 0, 255)
+    (res,) = detector.decode(
+        _whole_frame(detector, 0.8), [Letterbox(1.0, 0, 0)], [(320, 320)], [blue.astype(np.uint8)]
+    )
+    assert res.raw_nudity_score == pytest.approx(0.8)
+    assert res.nudity_score == pytest.approx(0.8 * detector.guard_discount) and not res.explicit
+    assert res.detections[0].guard and "skin-like" in res.detections[0].guard
+
+
+def test_a_small_box_on_a_colourful_image_is_not_discounted(detector: Detector) -> None:
+    rng = np.random.default_rng(0)
+    blue = np.clip(np.asarray([40, 90, 200]) + rng.integers(-30, 31, (320, 320, 3)), 0, 255)
+    raw = _whole_frame(detector, 0.8)
+    raw[0, :4, 0] = [160, 160, 100, 100]
+    (res,) = detector.decode(raw, [Letterbox(1.0, 0, 0)], [(320, 320)], [blue.astype(np.uint8)])
+    assert res.nudity_score == pytest.approx(0.8) and res.guard is None
+
+
+def test_any_box_on_an_image_of_few_colours_is_discounted(detector: Detector) -> None:
+    two = np.zeros((320, 320, 3), np.uint8)
+    two[:, 160:] = (230, 180, 150)  # skin-coloured, but a flat graphic
+    raw = _whole_frame(detector, 0.9)
+    raw[0, :4, 0] = [240, 160, 60, 60]
+    (res,) = detector.decode(raw, [Letterbox(1.0, 0, 0)], [(320, 320)], [two])
+    assert res.nudity_score == pytest.approx(0.9 * detector.guard_discount)
+    assert res.guard and "2 distinct colours" in res.guard
