@@ -193,7 +193,8 @@ class ManifestScene:
 TASK_OF_BENCH = {
     "age": ("age",),
     "nudity": ("detect",),
-    "face-verify": ("face_embed",),
+    # pairs of a scene model: "same scene", the threshold a search of places needs
+    "face-verify": ("face_embed", "scene_embed"),
     "search": ("scene_embed", "face_embed"),
 }
 DEFAULT_MODELS = {
