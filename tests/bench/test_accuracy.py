@@ -136,6 +136,23 @@ def test_age_bench_by_manifest_path_reads_utkface_and_counts_every_file(tmp_path
     assert any(p.endswith(".svg") for p in plots) and all(Path(p).stat().st_size for p in plots)
     assert (tmp_path / "out" / "result.json").is_file()
     assert "| tiny-age |" in (tmp_path / "out" / "table.md").read_text()
+    table = CliRunner().invoke(app, ["bench", "accuracy", "--task", "age", "--dataset", str(data),
+                                     "--format", "utkface", "--model", str(toml), "--faces",
+                                     "whole"])  # fmt: skip
+    assert table.exit_code == 0 and "| tiny-age | 12 | 0 |" in table.stdout
+    assert "| MAE 0-12 |" in table.stdout and "2 samples not scored" in table.output
+
+
+def test_a_set_of_only_broken_images_gives_an_empty_result_not_a_crash(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"{20 + i}_0_0_x.jpg").write_bytes(b"\xff\xd8 broken")
+    model = age_model(tmp_path / "m" / "a.onnx")
+    toml = age_manifest(
+        tmp_path / "m", "a", "a.onnx", hashlib.sha256(model.read_bytes()).hexdigest()
+    )
+    (r,) = run_accuracy("age", tmp_path, "utkface", [str(toml)], faces="whole")["results"]
+    assert r["scored"] == 0 and r["unreadable"] == 3 and r["mae"] is None
+    assert r["minor_roc_auc"] is None and len(r["problems"]) == 3
 
 
 def test_a_downloadable_model_is_fetched_by_its_manifest_then_compared(
@@ -201,7 +218,6 @@ class ByName:
 
     def __init__(self, scores: dict[str, float], threshold: float = 0.5) -> None:
         self.name, self.scores, self.threshold = "fake", scores, threshold
-        self.seen: list[int] = []
 
     def score(self, image: np.ndarray) -> float:
         return self.scores[str(int(image[0, 0, 0]))]
