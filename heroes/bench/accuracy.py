@@ -304,7 +304,8 @@ TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "search": [
         ("embedded", "images"),
         ("queries_scored", "queries"),
-        ("recall@1", "recall@1"),
+        ("hit@1", "hit@1"),
+        ("hit@5", "hit@5"),
         ("recall@5", "recall@5"),
         ("recall@10", "recall@10"),
         ("mAP", "mAP"),

@@ -251,7 +251,11 @@ def expected_calibration_error(y_true: ArrayLike, probs: ArrayLike, bins: int = 
 def retrieval_metrics(
     ranked: Sequence[Sequence[int]], relevant: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, float]:
-    """recall@k (share of a query's relevant items in its top k, averaged over queries) and mAP.
+    """recall@k (share of a query's relevant items in its top k, averaged over queries), hit@k
+    (share of queries with at least one relevant item in their top k) and mAP.
+
+    recall@k can only reach 1 once k is at least the number of relevant items; hit@k is the
+    "found within k" rate that face search papers often call recall@k.
 
     ``ranked[q]`` is the database ids in order of similarity with the query itself left out;
     a relevant item that is never returned counts as missed (precision 0 at its rank).
@@ -265,6 +269,9 @@ def retrieval_metrics(
             float(np.mean([len(rel & set(r[:k])) / len(rel) for r, rel in used]))
             if used
             else float("nan")
+        )
+        out[f"hit@{k}"] = (
+            float(np.mean([bool(rel & set(r[:k])) for r, rel in used])) if used else float("nan")
         )
     aps = []
     for r, rel in used:

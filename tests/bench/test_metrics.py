@@ -88,5 +88,6 @@ def test_recall_at_k_and_map_by_hand() -> None:
     assert m["recall@1"] == pytest.approx((0 + 0) / 2)
     assert m["recall@2"] == pytest.approx((0.5 + 0) / 2)
     assert m["recall@3"] == pytest.approx((1.0 + 0) / 2)
+    assert (m["hit@1"], m["hit@2"], m["hit@3"]) == (0.0, 0.5, 0.5)
     # AP q0: hits at ranks 2, 3 -> (1/2 + 2/3) / 2; q1: hit at rank 4 -> 1/4
     assert m["mAP"] == pytest.approx(((1 / 2 + 2 / 3) / 2 + 1 / 4) / 2)
