@@ -956,6 +956,101 @@ def models_export(
     out.print(f"{name}: {onnx_path} and {toml_path}; use it with HEROES_SCENE_MODEL={name}")
 
 
+# the research harness ---------------------------------------------------------------------------
+
+bench_app = typer.Typer(
+    help="Research harness: accuracy and speed of models chosen by manifest.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("accuracy")
+def bench_accuracy(
+    task: Annotated[str, typer.Option(help="age, nudity, face-verify or search.")],
+    dataset: Annotated[Path, typer.Option(help="The labelled set: a folder or a CSV/pairs file.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="age: utkface, appa-real, csv; nudity: folders, csv; face-verify: lfw, csv; "
+            "search: holidays, csv.",
+        ),
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Manifest name or TOML path; repeat to compare (default: the task's)."),
+    ] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Without --model: every manifest of the task.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="The result object on stdout.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write result.json, table.md and plots here.")
+    ] = None,
+    faces: Annotated[
+        str,
+        typer.Option(help="detect: find faces; whole: each image is an aligned face crop."),
+    ] = "detect",
+    positive: Annotated[
+        list[str] | None, typer.Option(help="Nudity labels of the positive class (repeatable).")
+    ] = None,
+) -> None:
+    """Accuracy of one or more models on a labelled set, as a table or JSON."""
+    from heroes.bench.accuracy import markdown_table
+    from heroes.bench.run import run_accuracy
+    from heroes.bench.scorers import DEFAULT_MODELS, TASK_OF_BENCH
+    from heroes.models import registry
+
+    if task not in TASK_OF_BENCH:
+        raise _fail(f"unknown task {task!r}: {', '.join(TASK_OF_BENCH)}")
+    if faces not in ("detect", "whole"):
+        raise _fail("--faces is detect or whole")
+    models = list(model or [])
+    if not models and compare:
+        models = sorted(
+            n for n, s in registry.manifest_specs().items() if s.task in TASK_OF_BENCH[task]
+        )
+    models = models or [DEFAULT_MODELS[task]]
+    try:
+        result = run_accuracy(
+            task, dataset, fmt, models, out=out_dir, faces=faces, positive=positive
+        )
+    except (ValueError, OSError, registry.ModelError) as exc:
+        raise _fail(str(exc)) from exc
+    if json_out:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    out.print(markdown_table(result["results"]), soft_wrap=True)
+    for r in result["results"]:
+        if r.get("problems"):
+            _warn(f"{r['model']}: {len(r['problems'])} samples not scored (see --json)")
+    if out_dir is not None:
+        out.print(f"written: {out_dir / 'result.json'}, {out_dir / 'table.md'}")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    quick: Annotated[bool, typer.Option("--quick", help="A few seconds: tiny inputs.")] = False,
+    images: Annotated[int | None, typer.Option(help="Synthetic JPEGs per stage.")] = None,
+    peers: Annotated[
+        bool, typer.Option(help="Also time the tools a user would otherwise run.")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="The result object on stdout.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write speed.json and speed.svg/png here.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 0,
+) -> None:
+    """Throughput per stage and end to end on synthetic JPEGs, peers measured in the same run."""
+    from heroes.bench.speed import run_speed, speed_table
+
+    result = run_speed(quick=quick, images=images, peers=peers, out=out_dir, seed=seed)
+    if json_out:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    out.print(speed_table(result), soft_wrap=True)
+
+
 # the investigators' service ---------------------------------------------------------------------
 
 users_app = typer.Typer(
