@@ -563,16 +563,45 @@ def persons(
     faces: Annotated[
         str | None, typer.Option(help="Face ids for --split, comma-separated.")
     ] = None,
+    show: Annotated[
+        int | None,
+        typer.Option(
+            help="List this person's faces (face ids for --split, files, boxes, frame times)."
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or jsonl.")] = "table",
 ) -> None:
     """Group the case's faces into identities (ids stay stable across runs); merge and split."""
     from dataclasses import asdict
 
+    from heroes.search import person_faces
     from heroes.search import persons as find_persons
     from heroes.store.db import StoreError
 
     if (split is None) != (faces is None):
         raise _fail("--split PERSON needs --faces FACE_ID,...")
+    if fmt not in ("table", "jsonl"):
+        raise _fail(f"unknown format {fmt!r}: use table or jsonl")
+    if show is not None:
+        try:
+            listed = person_faces(case, show)
+        except StoreError as exc:
+            raise _fail(str(exc)) from exc
+        if listed is None:
+            raise _fail(f"no person {show} in {case}")
+        if fmt == "jsonl":
+            for f in listed:
+                print(json.dumps({"person": show, **f}, ensure_ascii=False))
+            return
+        t = Table(title=f"person {show}: {len(listed)} faces")
+        for col in ("face", "item", "path", "box", "time"):
+            t.add_column(col, overflow="fold")
+        for f in listed:
+            box = ", ".join(f"{v:.0f}" for v in f["bbox"]) if f["bbox"] else "-"
+            when = "-" if f["frame_time"] is None else f"{f['frame_time']:.2f} s"
+            t.add_row(f["face_id"], str(f["item_id"]), _shown(f["path"]), box, when)
+        out.print(t)
+        return
     try:
         people = find_persons(
             case,

@@ -172,6 +172,25 @@ def test_persons_groups_the_astronaut_apart_from_the_cameraman(cases: dict[str, 
     )
 
 
+def test_a_persons_faces_are_listed_with_ids_files_boxes_and_times(
+    cases: dict[str, Any],
+) -> None:
+    (p,) = persons(cases["case"], min_faces=2)
+    result = runner.invoke(
+        app, ["persons", str(cases["case"]), "--show", str(p.identity), "--format", "jsonl"]
+    )
+    assert result.exit_code == 0, result.output
+    faces = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(faces) == p.faces and all(f["person"] == p.identity for f in faces)
+    assert all(f["face_id"].startswith(f"{f['item_id']}-") and len(f["bbox"]) == 4 for f in faces)
+    in_video = [f for f in faces if f["path"] == "misc/clip.mp4"]
+    assert in_video and all(f["frame_time"] is not None for f in in_video)
+    table = runner.invoke(app, ["persons", str(cases["case"]), "--show", str(p.identity)])
+    assert table.exit_code == 0 and faces[0]["face_id"] in table.output
+    missing = runner.invoke(app, ["persons", str(cases["case"]), "--show", "999999"])
+    assert missing.exit_code == 2
+
+
 def test_merge_and_split_survive_until_new_faces_arrive(cases: dict[str, Any]) -> None:
     people = {p.identity: p for p in persons(cases["case"], min_faces=1, recluster=True)}
     astro = max(people.values(), key=lambda p: p.faces)
