@@ -13,11 +13,8 @@ import base64
 import hashlib
 import io
 import json
-import os
 import platform
 import re
-import stat
-import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,9 +28,11 @@ from sqlalchemy import select
 
 from heroes import __version__
 from heroes.index.identities import Identities
+from heroes.pipeline.discover import Unreadable, open_item
 from heroes.pipeline.indexing import index_root
 from heroes.pipeline.labels import current_labels
 from heroes.pipeline.report import record
+from heroes.pipeline.runner import error_kind
 from heroes.store.db import CaseStore, StoreError
 from heroes.store.schema import ItemRow
 
@@ -46,11 +45,6 @@ _MAX_THUMB_PIXELS = 178_956_970
 _MAX_VIDEO_PACKETS = 400
 IDENTITIES_FILE = "identities.json"
 MAX_GPS_POINTS = 20_000
-
-
-def error_kind(error: str) -> str:
-    """An error's kind: the text before its first colon (the rule of the run summary)."""
-    return error.split(":", 1)[0].strip()[:80] or "error"
 
 
 # --- thumbnails --------------------------------------------------------------------------------
@@ -93,48 +87,14 @@ def blurred_video_thumbnail(
     raise ValueError("no video frame decoded")
 
 
-def _open_evidence(path: Path) -> BinaryIO:
-    """Open an evidence file to read, as the pass does: never through a symlink, never anything
-    but a regular file, without touching its access time where the system allows."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    noatime = getattr(os, "O_NOATIME", 0)
+def _item_source(rec: dict[str, Any]) -> BinaryIO | None:
+    """The item's content opened again read-only the walk's way (no symlink, no access-time
+    change; members through the same openers and limits, forensic images included), or None
+    when it cannot be, which the report shows as text."""
     try:
-        fd = os.open(path, flags | noatime)
-    except PermissionError:
-        if not noatime:
-            raise
-        fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _item_source(rec: dict[str, Any]) -> BinaryIO | bytes | None:
-    """The item's content, read-only and bounded: its open file on disk, or the bytes of a member
-    of a zip on disk; None for anything else (deeper members, other archives), which the report
-    shows as text."""
-    root = Path(rec["evidence"])
-    depth = rec.get("depth") or 0
-    size = rec.get("size") or 0
-    try:
-        if depth == 0:
-            return _open_evidence(root / rec["path"] if root.is_dir() else root)
-        if depth == 1 and rec.get("container") and size <= _MAX_THUMB_SOURCE:
-            container = root / rec["container"] if root.is_dir() else root
-            member = rec["path"].split("!/", 1)[1]
-            with (
-                _open_evidence(container) as raw,
-                zipfile.ZipFile(raw) as z,
-                z.open(member) as f,
-            ):
-                return f.read(_MAX_THUMB_SOURCE)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, NotImplementedError, RuntimeError):
+        return open_item(Path(rec["evidence"]), rec["path"])
+    except (OSError, Unreadable, ValueError):
         return None
-    return None
 
 
 def thumbnail_uri(rec: dict[str, Any]) -> str | None:
@@ -148,23 +108,14 @@ def thumbnail_uri(rec: dict[str, Any]) -> str | None:
     if source is None:
         return None
     try:
-        if isinstance(source, bytes):
-            data: BinaryIO | bytes = source
-        elif kind == "image":
-            with source:
-                data = source.read(_MAX_THUMB_SOURCE)
-        else:
-            data = source
         if kind == "video":
-            thumb = blurred_video_thumbnail(data)
+            thumb = blurred_video_thumbnail(source)
         else:
-            assert isinstance(data, bytes)
-            thumb = blurred_thumbnail(data)
+            thumb = blurred_thumbnail(source.read(_MAX_THUMB_SOURCE))
     except Exception:  # hostile content must never cost the report
         return None
     finally:
-        if not isinstance(source, bytes):
-            source.close()
+        source.close()
     return "data:image/jpeg;base64," + base64.b64encode(thumb).decode("ascii")
 
 
