@@ -31,6 +31,7 @@ from heroes.index import (
     search_many,
 )
 from heroes.pipeline.decode import load_rgb
+from heroes.pipeline.discover import Unreadable, open_item
 from heroes.pipeline.indexing import case_name, index_root, update_indexes
 from heroes.pipeline.infer import Analyzer, InferOptions
 from heroes.store.db import CaseStore, decode_vectors
@@ -306,14 +307,18 @@ def _recheck(
     for h in hits:
         h.extra["inliers"] = None
         store = stores.get(h.case)
-        if store is None or h.path is None or "!/" in h.path or h.frame_time is not None:
+        if store is None or h.path is None or h.frame_time is not None:
             continue
         with store.session() as s:
             ev = s.execute(select(ItemRow.evidence).where(ItemRow.id == h.item_id)).scalar()
-        src = Path(ev) / h.path if ev and Path(ev).is_dir() else Path(ev or "")
+        if not ev:
+            continue
         try:
-            rgb = _query_image(src.read_bytes(), settings)
-        except (OSError, ValueError):
+            # read again the walk's way: read-only, no symlink, no access-time change
+            with open_item(Path(ev), h.path, settings.limits) as f:
+                data = f.read(settings.limits.max_member_bytes + 1)
+            rgb = _query_image(data, settings)
+        except (OSError, ValueError, Unreadable):
             continue
         ck, cd = emb.features(rgb)
         h.extra["inliers"] = int(geometric_inliers(qk, qd, ck, cd))

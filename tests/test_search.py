@@ -82,6 +82,18 @@ def test_other_stereo_view_is_the_top_scene_hit(cases: dict[str, Any]) -> None:
     assert rechecked[0].path == "motorcycle_right.jpg" and rechecked[0].extra["inliers"] > 50
 
 
+def test_the_geometric_recheck_reads_evidence_without_touching_its_access_time(
+    cases: dict[str, Any],
+) -> None:
+    evidence = cases["base"] / "other"
+    photo = evidence / "motorcycle_right.jpg"
+    then = 1_600_000_000
+    os.utime(photo, (then, photo.stat().st_mtime))
+    hits = search_scene([cases["case2"]], cases["q"] / "left.jpg", k=3, recheck=True)
+    assert hits[0].path == "motorcycle_right.jpg" and hits[0].extra["inliers"] > 50
+    assert photo.stat().st_atime == then
+
+
 def test_flipped_and_resized_copies_are_found_by_pdq(cases: dict[str, Any]) -> None:
     hits = search_pdq([cases["case"]], image=cases["q"] / "china_flipped_small.jpg")
     paths = {h.path for h in hits}
