@@ -107,6 +107,22 @@ def _whole_chip(image: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)[None]
 
 
+def _face_chips(
+    finder: _FaceFinder | None,
+    image: NDArray[np.uint8],
+    size: int,
+    padding: float,
+    *,
+    largest: bool = False,
+) -> tuple[NDArray[np.uint8], list[Box]]:
+    """The chips a face model reads: the faces found (``--faces detect``), or the whole image
+    as one already-aligned face (``--faces whole``)."""
+    if finder is None:
+        h, w = image.shape[:2]
+        return _whole_chip(image, size), [(0.0, 0.0, float(w), float(h))]
+    return finder.chips(image, size, padding, largest)
+
+
 class ManifestAge:
     def __init__(
         self,
@@ -125,11 +141,7 @@ class ManifestAge:
 
     def predict(self, image: NDArray[np.uint8]) -> list[FaceAge]:
         size, pad = self.model.chip_size, self.model.spec.input.chip_padding
-        if self.finder is None:
-            h, w = image.shape[:2]
-            chips, boxes = _whole_chip(image, size), [(0.0, 0.0, float(w), float(h))]
-        else:
-            chips, boxes = self.finder.chips(image, size, pad)
+        chips, boxes = _face_chips(self.finder, image, size, pad)
         return [
             FaceAge(e.age, e.p_minor, b)
             for e, b in zip(self.model.estimate(chips), boxes, strict=True)
@@ -165,10 +177,7 @@ class ManifestFace:
 
     def embed(self, image: NDArray[np.uint8]) -> NDArray[np.float32] | None:
         size, pad = self.model.chip_size, self.model.spec.input.chip_padding
-        if self.finder is None:
-            chips = _whole_chip(image, size)
-        else:
-            chips, _ = self.finder.chips(image, size, pad, largest=True)
+        chips, _ = _face_chips(self.finder, image, size, pad, largest=True)
         if not len(chips):
             return None
         return self.model.embed(chips)[0]

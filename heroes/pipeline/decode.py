@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pdqhash
@@ -47,7 +47,7 @@ from PIL import Image, ImageFile
 from pillow_heif import register_heif_opener
 
 from heroes.pipeline.matching import PDQ_DIHEDRAL
-from heroes.pipeline.xmp import fill_missing, read_iptc, read_xmp, xmp_packet
+from heroes.pipeline.xmp import fill_missing, read_iptc, read_xmp, safe_read, xmp_packet
 
 register_heif_opener()
 
@@ -59,7 +59,6 @@ MIN_DECODED_FRACTION = 0.5
 #: Bytes one full-size decode (plus a mode conversion) may take in a worker.
 DEFAULT_MAX_DECODE_BYTES = 512 * 1024 * 1024
 
-_T = TypeVar("_T")
 
 #: Background that transparent pixels are composited on.
 #: White, because viewers and messaging apps show stickers and cut-outs on light backgrounds, and
@@ -409,7 +408,7 @@ def _orientation_applied_by_plugin(im: Image.Image) -> int | None:
     """
     tags = getattr(im, "tag_v2", None)
     value = tags.get(0x0112) if tags is not None else im.info.get("original_orientation")
-    return _safe(lambda: _orientation(value)) if value is not None else None
+    return safe_read(lambda: _orientation(value)) if value is not None else None
 
 
 def _identify(data: bytes) -> ImageFile.ImageFile:
@@ -583,18 +582,18 @@ def read_exif(im: Image.Image) -> dict[str, Any] | None:
     Fields that EXIF leaves empty are filled from the XMP packet and, in JPEGs, from IPTC
     (see :mod:`heroes.pipeline.xmp`).
     """
-    exif = _safe(im.getexif)
+    exif = safe_read(im.getexif)
     fields = parse_exif(exif) if exif is not None else None
-    xmp = _safe(lambda: read_xmp(xmp_packet(im))) or {}
-    iptc = (_safe(lambda: read_iptc(im)) or {}) if im.format == "JPEG" else {}
+    xmp = safe_read(lambda: read_xmp(xmp_packet(im))) or {}
+    iptc = (safe_read(lambda: read_iptc(im)) or {}) if im.format == "JPEG" else {}
     return fill_missing(fields, xmp, iptc)
 
 
 def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
     """JSON-ready EXIF summary; a field that is missing or malformed is left out."""
-    base: Mapping[int, Any] = _safe(lambda: dict(exif)) or {}
-    sub: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_EXIF))) or {}
-    gps_ifd: Mapping[int, Any] = _safe(lambda: dict(exif.get_ifd(_IFD_GPS))) or {}
+    base: Mapping[int, Any] = safe_read(lambda: dict(exif)) or {}
+    sub: Mapping[int, Any] = safe_read(lambda: dict(exif.get_ifd(_IFD_EXIF))) or {}
+    gps_ifd: Mapping[int, Any] = safe_read(lambda: dict(exif.get_ifd(_IFD_GPS))) or {}
 
     def ex(tag: int) -> Any:
         """A tag of the EXIF IFD; some writers put these in IFD0, where exiftool finds them too."""
@@ -622,22 +621,10 @@ def parse_exif(exif: Image.Exif) -> dict[str, Any] | None:
         ("gps", lambda: _gps(gps_ifd)),
     ]
     for key, read in fields:
-        value = _safe(read)
+        value = safe_read(read)
         if value is not None:
             out[key] = value
     return out or None
-
-
-def _safe(read: Callable[[], _T]) -> _T | None:
-    """Run one metadata read; garbage metadata must never cost the image its record."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return read()
-    except MemoryError:
-        raise
-    except Exception:
-        return None
 
 
 def _text(value: Any) -> str | None:
@@ -720,7 +707,7 @@ def _gps(ifd: Mapping[int, Any]) -> dict[str, Any] | None:
         ("timestamp", lambda: _gps_time(ifd.get(29), ifd.get(7))),
     ]
     for key, read in readers:
-        value = _safe(read)
+        value = safe_read(read)
         if value is not None:
             gps[key] = value
     if ("lat" in gps) != ("lon" in gps):

@@ -31,11 +31,13 @@ import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree as SafeTree
 from PIL import Image
+
+_T = TypeVar("_T")
 
 MAX_XMP_BYTES = 1 << 20
 _MAX_TEXT = 256
@@ -94,7 +96,7 @@ def read_xmp(packet: bytes | None) -> dict[str, Any]:
     """Record fields found in an XMP packet (empty when there is none or it cannot be read)."""
     if not packet or len(packet) > MAX_XMP_BYTES:
         return {}
-    props = _safe(lambda: dict(_properties(packet))) or {}
+    props = safe_read(lambda: dict(_properties(packet))) or {}
     out: dict[str, Any] = {}
     for field, names in _TEXT_FIELDS.items():
         value = _first(props, names, _text)
@@ -106,7 +108,7 @@ def read_xmp(packet: bytes | None) -> dict[str, Any]:
             out[field] = parsed[0]
             if parsed[1] is not None:
                 out[_OFFSET_OF[field]] = parsed[1]
-    gps = _safe(lambda: _gps(props))
+    gps = safe_read(lambda: _gps(props))
     if gps:
         out["gps"] = gps
     return out
@@ -116,7 +118,7 @@ def read_iptc(im: Image.Image) -> dict[str, Any]:
     """Creation times from a JPEG's IPTC-IIM block (2:55/2:60 and 2:62/2:63)."""
     from PIL import IptcImagePlugin
 
-    info = _safe(lambda: IptcImagePlugin.getiptcinfo(im))
+    info = safe_read(lambda: IptcImagePlugin.getiptcinfo(im))
     if not info:
         return {}
     out: dict[str, Any] = {}
@@ -124,7 +126,7 @@ def read_iptc(im: Image.Image) -> dict[str, Any]:
         "datetime_original": ((2, 55), (2, 60)),
         "datetime_digitized": ((2, 62), (2, 63)),
     }.items():
-        parsed = _safe(lambda d=date_tag, t=time_tag: _iptc_datetime(info.get(d), info.get(t)))
+        parsed = safe_read(lambda d=date_tag, t=time_tag: _iptc_datetime(info.get(d), info.get(t)))
         if parsed is not None:
             out[field] = parsed[0]
             if parsed[1] is not None:
@@ -202,7 +204,7 @@ def _element_text(node: Element) -> str | None:
 def _first(props: dict[str, str], names: tuple[str, ...], parse: Callable[[str], Any]) -> Any:
     for name in names:
         if name in props:
-            value = _safe(lambda n=name: parse(props[n]))
+            value = safe_read(lambda n=name: parse(props[n]))
             if value is not None:
                 return value
     return None
@@ -266,21 +268,23 @@ def _coordinate(value: str, limit: float) -> float | None:
 
 def _gps(props: dict[str, str]) -> dict[str, Any] | None:
     gps: dict[str, Any] = {}
-    lat = _safe(lambda: _coordinate(props["exif:GPSLatitude"], 90.0))
-    lon = _safe(lambda: _coordinate(props["exif:GPSLongitude"], 180.0))
+    lat = safe_read(lambda: _coordinate(props["exif:GPSLatitude"], 90.0))
+    lon = safe_read(lambda: _coordinate(props["exif:GPSLongitude"], 180.0))
     if lat is not None and lon is not None:
         gps["lat"], gps["lon"] = lat, lon
-    alt = _safe(lambda: float(Fraction(props["exif:GPSAltitude"].strip())))
+    alt = safe_read(lambda: float(Fraction(props["exif:GPSAltitude"].strip())))
     if alt is not None:
         below = props.get("exif:GPSAltitudeRef", "0").strip() == "1"
         gps["alt"] = round(-abs(alt) if below else alt, 3)
-    stamp = _safe(lambda: _iso_datetime(props["exif:GPSTimeStamp"]))
+    stamp = safe_read(lambda: _iso_datetime(props["exif:GPSTimeStamp"]))
     if stamp is not None and stamp[1] in (None, "+00:00"):
         gps["timestamp"] = stamp[0].split(".")[0] + "Z"
     return gps or None
 
 
-def _safe(read: Callable[[], Any]) -> Any:
+def safe_read(read: Callable[[], _T]) -> _T | None:
+    """Run one metadata read; garbage metadata must never cost the image its record (EXIF, XMP
+    and IPTC readers all go through here)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
