@@ -838,7 +838,7 @@ def hashsets_import(
     """Import hash sets into a case (each file once; format detected from its content unless
     --format or a FORMAT: prefix says it)."""
     from heroes.pipeline.hashsets import FORMATS, HashSetError, HashSetSource
-    from heroes.pipeline.runner import import_hashsets
+    from heroes.pipeline.importsets import import_hashsets
     from heroes.store.db import CaseStore, StoreError
 
     if fmt is not None and fmt.lower() not in FORMATS:

@@ -1,12 +1,16 @@
-"""The per-file CPU work that runs in worker processes: decode, EXIF, PDQ, video keyframes.
+"""The per-file work that runs in worker processes: decode, EXIF, PDQ, video keyframes, models.
 
 Workers receive bytes (already read once by the identify stage) or, for large files on disk, a
-path, and return plain record fields; no pixels cross the process boundary at this stage.
+path or a reference, and return an :class:`Analysis` per file (record fields, embeddings, frames
+seen). Files are decoded one by one and their frames go through the models in batches across
+files (:func:`analyze_many`); the Ray engine's split plan decodes in one place
+(:func:`decode_media`) and runs the models in another (:func:`infer_many`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,35 +68,28 @@ def _models(opts: AnalyzeOptions) -> Analyzer | None:
     return _analyzer
 
 
-def _infer(
-    opts: AnalyzeOptions, frames: list[Any], times: list[float | None], scale: float
-) -> dict[str, Any]:
-    analyzer = _models(opts)
-    if analyzer is None or not frames:
-        return {}
-    try:
-        results = analyzer.analyze(frames, times, scale)
-    except Exception as exc:  # out of memory, a broken model: this file's record says so
-        return {"status": "error", "error": f"inference failed: {type(exc).__name__}: {exc}"}
-    faces, nudity = summarise(results, opts.nudity_threshold)
-    vectors: list[dict[str, Any]] = []
-    offset = 0
-    for r in results:
-        for v in r.vectors:
-            vec = encode_vector(v["vector"])
-            vectors.append(
-                {
-                    "kind": v["kind"],
-                    "model": v["model"],
-                    "frame_time": r.frame_time,
-                    "bbox": v.get("bbox"),
-                    "dim": int(np.size(v["vector"])),
-                    "vector": vec,
-                    "face": offset + v["face_index"] if "face_index" in v else None,
-                }
-            )
-        offset += len(r.faces)
-    return {"faces": faces, "nudity": nudity, "_vectors": vectors}
+@dataclass(slots=True)
+class Vector:
+    """One embedding a file gave: a face (``face`` is its index in the file's faces) or a scene."""
+
+    kind: str
+    model: str | None
+    frame_time: float | None
+    bbox: list[float] | None
+    dim: int
+    vector: bytes
+    face: int | None = None
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What decoding and the models found in one file: the record fields they fill (``status``
+    and ``error`` among them when something failed), the embeddings, and the frames the models
+    saw. This is what workers of every engine hand back to the pass."""
+
+    fields: dict[str, Any]
+    vectors: list[Vector] = field(default_factory=list)
+    frames: int = 0
 
 
 @dataclass(slots=True)
@@ -106,27 +103,120 @@ class Decoded:
     scale: float = 1.0
 
 
+#: the record of a file whose decoder killed its worker process, twice
+CRASHED = "decoder crashed: the worker process died on this file"
+
+#: what a worker needs to analyse one file: media type, bytes (or None), path or reference
+Job = tuple[str, bytes | None, "str | StreamSource | None"]
+
+#: frames the models take in one call when files are batched (a video larger than this goes alone)
+BATCH_FRAMES = 64
+
+
 def analyze_media(
     media_type: str, data: bytes | None, fs_path: str | StreamSource | None, opts: AnalyzeOptions
-) -> dict[str, Any]:
-    """Decode one image or video, run the models on it, and return the record fields it fills.
+) -> Analysis:
+    """Decode one image or video, run the models on it, and return what it gives.
 
     Never raises for bad content: a file that cannot be decoded returns ``status='error'`` with a
     readable reason, and the caller keeps the hashes it already has.
     """
-    return infer_decoded(decode_media(media_type, data, fs_path, opts), opts)
+    return infer_many([decode_media(media_type, data, fs_path, opts)], opts)[0]
 
 
-def infer_decoded(dec: Decoded, opts: AnalyzeOptions) -> dict[str, Any]:
-    """The models' fields for frames decoded here or elsewhere (a CPU worker); ``_frames`` counts
-    the frames the models saw."""
-    if not dec.frames:
-        return dec.fields
-    return {
-        **dec.fields,
-        **_infer(opts, dec.frames, dec.times, dec.scale),
-        "_frames": len(dec.frames),
-    }
+def analyze_alone(job: Job, opts: AnalyzeOptions) -> Analysis:
+    """One file analysed in a process of its own: a file that kills it gets an error record
+    (after a worker died on a batch holding it, each file of the batch is tried this way)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as one:
+        try:
+            return one.submit(analyze_media, *job, opts).result()
+        except BrokenProcessPool:
+            return Analysis({"status": "error", "error": CRASHED})
+
+
+def analyze_many(jobs: list[Job], opts: AnalyzeOptions) -> list[Analysis]:
+    """Decode several files and run the models on their frames together (batches across files).
+    Each job is (media type, bytes or None, path or reference or None). Files are decoded one
+    after the other and their frames handed to the models once about :data:`BATCH_FRAMES` are
+    waiting, so a batch of long videos never holds all their frames at once."""
+    return infer_many((decode_media(m, d, f, opts) for m, d, f in jobs), opts)
+
+
+def infer_many(decoded: Iterable[Decoded], opts: AnalyzeOptions) -> list[Analysis]:
+    """The models' results for files decoded here or elsewhere (a CPU worker), in batches of up
+    to :data:`BATCH_FRAMES` frames across files. A batch whose inference fails is run again file
+    by file, so that only the file that fails gets an error."""
+    analyzer = _models(opts)
+    out: list[Analysis] = []
+    waiting: list[tuple[Decoded, Analysis]] = []
+    size = 0
+    for d in decoded:
+        result = Analysis(dict(d.fields))
+        out.append(result)
+        if analyzer is None or not d.frames:
+            continue
+        if waiting and size + len(d.frames) > BATCH_FRAMES:
+            _infer_group(analyzer, opts, waiting)
+            waiting, size = [], 0
+        waiting.append((d, result))
+        size += len(d.frames)
+    if waiting and analyzer is not None:
+        _infer_group(analyzer, opts, waiting)
+    return out
+
+
+def _infer_group(
+    analyzer: Analyzer, opts: AnalyzeOptions, group: list[tuple[Decoded, Analysis]]
+) -> None:
+    frames: list[Any] = []
+    times: list[float | None] = []
+    scales: list[float] = []
+    for d, _ in group:
+        frames += d.frames
+        times += d.times
+        scales += [d.scale] * len(d.frames)
+    try:
+        results = analyzer.analyze(frames, times, scales)
+    except Exception as exc:  # out of memory, a broken model: the file that fails says so
+        if len(group) > 1:
+            for one in group:
+                _infer_group(analyzer, opts, [one])
+            return
+        group[0][1].fields.update(
+            status="error", error=f"inference failed: {type(exc).__name__}: {exc}"
+        )
+        return
+    start = 0
+    for d, target in group:
+        n = len(d.frames)
+        _summarise_into(target, results[start : start + n], opts)
+        d.frames = []  # the pixels are not needed any more
+        start += n
+
+
+def _summarise_into(target: Analysis, results: list[Any], opts: AnalyzeOptions) -> None:
+    faces, nudity = summarise(results, opts.nudity_threshold)
+    offset = 0
+    for r in results:
+        for v in r.vectors:
+            target.vectors.append(
+                Vector(
+                    kind=v["kind"],
+                    model=v["model"],
+                    frame_time=r.frame_time,
+                    bbox=v.get("bbox"),
+                    dim=int(np.size(v["vector"])),
+                    vector=encode_vector(v["vector"]),
+                    face=offset + v["face_index"] if "face_index" in v else None,
+                )
+            )
+        offset += len(r.faces)
+    target.fields.update(faces=faces, nudity=nudity)
+    target.frames = len(results)
 
 
 def decode_media(

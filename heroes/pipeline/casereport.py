@@ -32,7 +32,7 @@ from heroes.pipeline.discover import Unreadable, open_item
 from heroes.pipeline.indexing import index_root
 from heroes.pipeline.labels import current_labels
 from heroes.pipeline.report import record
-from heroes.pipeline.runner import error_kind
+from heroes.pipeline.summary import error_kind
 from heroes.store.db import CaseStore, StoreError
 from heroes.store.schema import ItemRow
 

@@ -1182,3 +1182,26 @@ def _nsrl_entry(record: dict[str, Any]) -> HashEntry:
     if size is not None:
         entry.meta["file_size"] = _integer(size)
     return entry
+
+
+def category_text(meta: Any, category: str | None) -> str:
+    if category is None:
+        return "uncategorised"
+    name = meta.categories.get(category)
+    return f"{category} {name}" if name else category
+
+
+def known_match(
+    meta: Any, category: str | None, label: str | None, method: str, distance: int
+) -> dict[str, Any]:
+    return {
+        "hashset": meta.name,
+        "category": category,
+        "category_name": meta.categories.get(category) if category is not None else "uncategorised",
+        "scheme": meta.scheme,
+        "method": method,
+        "distance": distance,
+        "known_good": meta.known_good,
+        "label": label,
+    }
+

@@ -14,6 +14,7 @@ does not count it as a likely minor and ``persons`` does not group it into ident
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,24 +126,33 @@ class Analyzer:
         return self._scene
 
     def analyze(
-        self, frames: list[NDArray[np.uint8]], times: list[float | None], scale: float = 1.0
+        self,
+        frames: list[NDArray[np.uint8]],
+        times: list[float | None],
+        scale: float | Sequence[float] = 1.0,
     ) -> list[FrameResult]:
-        """Run every enabled model on the frames of one file.
+        """Run every enabled model on a batch of frames, of one file or of many.
 
-        ``scale`` maps working-copy pixels to original pixels (original width / working width).
+        ``scale`` maps working-copy pixels to original pixels (original width / working width),
+        one number for all frames or one per frame (frames of several files). The detector takes
+        the frames in batches sized for the device; then every face of the batch goes through
+        landmarks, the confirmation, age and the face model together.
         """
         results = [FrameResult(t) for t in times]
         if not frames:
             return results
+        scales = [float(scale)] * len(frames) if isinstance(scale, int | float) else list(scale)
+        if len(scales) != len(frames):
+            raise ValueError(f"{len(scales)} scales for {len(frames)} frames")
         if self.detector is not None:
             dets = self.detector.detect(frames)
-            for res, d in zip(results, dets, strict=True):
+            for res, d, sc in zip(results, dets, scales, strict=True):
                 res.nudity_score = d.nudity_score
                 res.raw_nudity_score = d.raw_nudity_score
                 res.nudity_guard = d.guard
-                res.detections = [_scaled(x.to_record(), scale) for x in d.detections]
-                res.faces = [{**_scaled(f.to_record(), scale), "_box": f.bbox} for f in d.faces]
-            self._faces(frames, results, scale)
+                res.detections = [_scaled(x.to_record(), sc) for x in d.detections]
+                res.faces = [{**_scaled(f.to_record(), sc), "_box": f.bbox} for f in d.faces]
+            self._faces(frames, results, scales)
         if self.scene is not None:
             vecs = self.scene.embed(frames)
             for res, v in zip(results, vecs, strict=True):
@@ -152,7 +162,7 @@ class Analyzer:
         return results
 
     def _faces(
-        self, frames: list[NDArray[np.uint8]], results: list[FrameResult], scale: float
+        self, frames: list[NDArray[np.uint8]], results: list[FrameResult], scales: list[float]
     ) -> None:
         if self.landmarks is None:
             for r in results:
@@ -160,7 +170,7 @@ class Analyzer:
                     f.pop("_box", None)
             return
         age_chips, emb_chips, owners, checks = [], [], [], []
-        for i, (frame, res) in enumerate(zip(frames, results, strict=True)):
+        for i, (frame, res, scale) in enumerate(zip(frames, results, scales, strict=True)):
             if not res.faces:
                 continue
             shapes = self.landmarks.shapes(frame, [f.pop("_box") for f in res.faces])

@@ -40,10 +40,26 @@ from typing import Any
 import numpy as np
 
 from heroes.config import Settings
-from heroes.pipeline.analyze import AnalyzeOptions, _models, decode_media, infer_decoded
+from heroes.pipeline.analyze import (
+    Analysis,
+    AnalyzeOptions,
+    Decoded,
+    _models,
+    analyze_alone,
+    decode_media,
+    infer_many,
+)
+from heroes.pipeline.core import (
+    Admitted,
+    Identified,
+    PassCore,
+    crashed,
+    identify_source,
+    needs_pixels,
+    only_known_good,
+)
 from heroes.pipeline.discover import Entry, content_source
-from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, StreamSource
-from heroes.pipeline.runner import _Identified, _isolated, _Pass, identify_source
+from heroes.pipeline.identify import StreamSource
 
 #: how long the actors may take to start (process, imports, model loading) before the pass fails
 ACTOR_START_S = 600
@@ -51,7 +67,6 @@ ACTOR_START_S = 600
 BLOCK_BYTES = 8 * 1024
 #: files in flight at least: their refs must fill more than one block (a ref is >= 40 bytes)
 MIN_IN_FLIGHT = 512
-CRASHED = "decoder crashed: the worker process died on this file"
 _UNIX_SOCKET_MAX = 107
 #: the longest file name Ray puts under its temp dir (session_<date>_<pid>/sockets/plasma_store)
 _RAY_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
@@ -73,6 +88,24 @@ class Ref:
     entry_error: str | None
     update_of: int | None
     old_sha: str | None
+
+
+@dataclass(slots=True)
+class FileResult:
+    """What the plan hands back for one file: its hashes, what the ledger said of it, and (when
+    this worker decoded it) its :class:`~heroes.pipeline.analyze.Analysis`.
+
+    ``verdict`` is None when the ledger was not asked (nothing to decode), ``decode``,
+    ``duplicate`` (``owner`` is the key of the file of this run that claimed the content, None when
+    the case held it before) or ``known_good``."""
+
+    key: int
+    ident: Identified
+    verdict: str | None
+    owner: int | None
+    analysis: Analysis | None
+    node: str = ""
+    infer_node: str | None = None
 
 
 def _pack(obj: Any) -> bytes:
@@ -125,28 +158,29 @@ class Ledger:
         self.batch_attempts: Counter[int] = Counter()
         self.open_alone: set[int] = set()
 
-    def claim(self, rows: list[tuple[int, str, str, str, int | None]]) -> list[tuple[str, int]]:
-        """For each (key, md5, sha1, sha256, update_of): (verdict, earlier attempts) where the
-        verdict is ``decode``, ``duplicate`` (another file of the case has this content) or
-        ``known_good``; attempts counts how often this file's batch was started before."""
-        out = []
+    def claim(
+        self, rows: list[tuple[int, str, str, str, int | None]]
+    ) -> list[tuple[str, int | None, int]]:
+        """For each (key, md5, sha1, sha256, update_of): (verdict, owner, earlier attempts) where
+        the verdict is ``decode``, ``duplicate`` (another file has this content: the key that
+        claimed it in this run, or None for a file of the case) or ``known_good``; attempts counts
+        how often this file's batch was started before."""
+        out: list[tuple[str, int | None, int]] = []
         for key, md5, sha1, sha256, update_of in rows:
-            if self.has_sets:
-                matches = self.store.match_exact(md5, sha1, sha256)
-                if matches and all(m[0].known_good for m in matches):
-                    out.append(("known_good", 0))
-                    continue
+            if self.has_sets and only_known_good(self.store.match_exact(md5, sha1, sha256)):
+                out.append(("known_good", None, 0))
+                continue
             digest = bytes.fromhex(sha256)
             owner = self.claims.setdefault(digest, key)
             if owner != key:
-                out.append(("duplicate", 0))
+                out.append(("duplicate", owner, 0))
                 continue
             if self.had_items:
                 first = self.store.first_with_sha256(sha256)
                 if first is not None and first != update_of:
-                    out.append(("duplicate", 0))
+                    out.append(("duplicate", None, 0))
                     continue
-            out.append(("decode", self.batch_attempts[key]))
+            out.append(("decode", None, self.batch_attempts[key]))
             self.batch_attempts[key] += 1
         return out
 
@@ -176,83 +210,91 @@ class Ledger:
 # the plan's stages (run in Ray workers)
 
 
-def _prepare(refs: list[Ref], ledger: Any, chunk: int) -> list[dict[str, Any]]:
+@dataclass(slots=True)
+class _Work:
+    """A file inside a worker: what it was sent, what hashing found, what the ledger said."""
+
+    ref: Ref
+    ident: Identified
+    verdict: str | None = None
+    owner: int | None = None
+    attempts: int = 0
+    decoded: Decoded | None = None
+    analysis: Analysis | None = None
+
+    def result(self, node: str) -> FileResult:
+        return FileResult(
+            self.ref.key, self.ident.without_data(), self.verdict, self.owner, self.analysis, node
+        )
+
+
+def _prepare(refs: list[Ref], ledger: Any, chunk: int) -> list[_Work]:
     """Hash and sniff each file, then ask the ledger which ones to decode."""
     import ray
 
-    outs: list[dict[str, Any]] = []
+    works: list[_Work] = []
     ask: list[tuple[int, str, str, str, int | None]] = []
     for ref in refs:
-        ident = identify_source(ref.data, ref.fs_path, ref.is_archive, chunk)
-        out: dict[str, Any] = {
-            "key": ref.key,
-            "digests": ident.digests,
-            "media_type": ident.media_type,
-            "mime": ident.mime,
-            "error": ident.error,
-            "verdict": None,
-            "fields": None,
-            "_data": ident.data,
-            "_ref": ref,
-        }
-        d = ident.digests
+        w = _Work(ref, identify_source(ref.data, ref.fs_path, ref.is_archive, chunk))
+        d = w.ident.digests
         if (
             d is not None
-            and ref.entry_error is None
-            and d.size > 0
-            and ident.media_type in (MEDIA_IMAGE, MEDIA_VIDEO)
+            and needs_pixels(w.ident, ref.entry_error, ref.is_archive)
             and not (ref.old_sha is not None and ref.old_sha == d.sha256)
         ):
             ask.append((ref.key, d.md5, d.sha1, d.sha256, ref.update_of))
-            out["verdict"] = "ask"
-        outs.append(out)
+            w.verdict = "ask"
+        works.append(w)
     answers = iter(ray.get(ledger.claim.remote(ask)) if ask else [])
-    for out in outs:
-        if out["verdict"] == "ask":
-            out["verdict"], out["_attempts"] = next(answers)
-    return outs
+    for w in works:
+        if w.verdict == "ask":
+            w.verdict, w.owner, w.attempts = next(answers)
+    return works
 
 
-def _decode_all(
-    outs: list[dict[str, Any]], ledger: Any, opts: AnalyzeOptions, *, infer: bool
-) -> None:
-    """Decode (and with ``infer``, run the models on) every file the ledger gave this worker.
+def _decode_all(works: list[_Work], ledger: Any, opts: AnalyzeOptions, *, infer: bool) -> None:
+    """Decode (and with ``infer``, run the models on, in batches across the files) every file the
+    ledger gave this worker.
 
     After a worker died on this batch, files are decoded one at a time, each announced to the
     ledger first: the one that was being decoded alone when a worker died is not tried again."""
     import ray
 
-    todo = [o for o in outs if o["verdict"] == "decode"]
-    alone = any(o.get("_attempts", 0) > 0 for o in todo)
-    finished: int | None = None
-    for o in todo:
-        ref: Ref = o["_ref"]
-        if alone:
-            died_on_it = ray.get(ledger.alone.remote(ref.key, finished))
-            finished = ref.key
+    todo = [w for w in works if w.verdict == "decode"]
+    if any(w.attempts > 0 for w in todo):
+        finished: int | None = None
+        for w in todo:
+            died_on_it = ray.get(ledger.alone.remote(w.ref.key, finished))
+            finished = w.ref.key
             if died_on_it:
-                o["fields"] = {"status": "error", "error": CRASHED}
+                w.analysis = crashed()
                 continue
-        dec = decode_media(o["media_type"], o["_data"], ref.fs_path, opts)
-        if infer:
-            o["fields"] = infer_decoded(dec, opts)
-        else:
-            o["fields"] = dec.fields
-            o["_decoded"] = dec
-    if alone and finished is not None:
-        ray.get(ledger.alone.remote(-1, finished))
+            w.decoded = decode_media(w.ident.media_type, w.ident.data, w.ref.fs_path, opts)
+            if infer:
+                w.analysis = infer_many([w.decoded], opts)[0]
+                w.decoded = None
+        if finished is not None:
+            ray.get(ledger.alone.remote(-1, finished))
+        return
+    for w in todo:
+        w.decoded = decode_media(w.ident.media_type, w.ident.data, w.ref.fs_path, opts)
+    if infer:
+        done = infer_many([w.decoded for w in todo if w.decoded is not None], opts)
+        for w, analysis in zip(todo, done, strict=True):
+            w.analysis, w.decoded = analysis, None
 
 
-def _emit(outs: list[dict[str, Any]], node: str, keep_pixels: bool = False) -> dict[str, Any]:
+def _emit(works: list[_Work], node: str) -> dict[str, Any]:
+    """The batch's results; in the split plan, the decoded frames ride along to the models."""
     rows = []
-    for o in outs:
-        dec = o.pop("_decoded", None)
-        for k in ("_data", "_ref", "_attempts"):
-            o.pop(k, None)
-        o["node"] = node
-        if keep_pixels and dec is not None and dec.frames:
-            o["_decoded"] = dec
-        rows.append(_pack(o))
+    for w in works:
+        decoded, w.decoded = w.decoded, None
+        if decoded is not None and w.analysis is None:
+            if decoded.frames:
+                rows.append(_pack((w.result(node), decoded)))
+                continue
+            w.analysis = Analysis(dict(decoded.fields))
+        rows.append(_pack((w.result(node), None)))
     return {"out": np.array(rows, dtype=object)}
 
 
@@ -271,24 +313,23 @@ class TriageWorker:
         _models(opts)  # load the sessions once, before the first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        refs = [pickle.loads(b) for b in batch["ref"]]
-        outs = _prepare(refs, self.ledger, self.chunk)
-        _decode_all(outs, self.ledger, self.opts, infer=True)
-        return _emit(outs, self.node)
+        works = _prepare([pickle.loads(b) for b in batch["ref"]], self.ledger, self.chunk)
+        _decode_all(works, self.ledger, self.opts, infer=True)
+        return _emit(works, self.node)
 
 
 def decode_batch(
     batch: dict[str, np.ndarray], opts: AnalyzeOptions, ledger: Any, chunk: int
 ) -> dict[str, Any]:
     """The split layout's CPU stage: hash + decode; frames go on to the model actors."""
-    refs = [pickle.loads(b) for b in batch["ref"]]
-    outs = _prepare(refs, ledger, chunk)
-    _decode_all(outs, ledger, opts, infer=False)
-    return _emit(outs, _node(), keep_pixels=True)
+    works = _prepare([pickle.loads(b) for b in batch["ref"]], ledger, chunk)
+    _decode_all(works, ledger, opts, infer=False)
+    return _emit(works, _node())
 
 
 class InferWorker:
-    """The split layout's model stage: one actor per GPU (or as asked), sessions loaded once."""
+    """The split layout's model stage: one actor per GPU (or as asked), sessions loaded once;
+    the frames of every file of a batch go through the models together."""
 
     def __init__(self, opts: AnalyzeOptions) -> None:
         self.opts = opts
@@ -296,15 +337,13 @@ class InferWorker:
         _models(opts)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        rows = []
-        for b in batch["out"]:
-            o = pickle.loads(b)
-            dec = o.pop("_decoded", None)
-            if dec is not None:
-                o["fields"] = infer_decoded(dec, self.opts)
-                o["infer_node"] = self.node
-            rows.append(_pack(o))
-        return {"out": np.array(rows, dtype=object)}
+        pairs: list[tuple[FileResult, Decoded | None]] = [pickle.loads(b) for b in batch["out"]]
+        todo = [(r, d) for r, d in pairs if d is not None]
+        for (r, _d), analysis in zip(
+            todo, infer_many((d for _r, d in todo if d is not None), self.opts), strict=True
+        ):
+            r.analysis, r.infer_node = analysis, self.node
+        return {"out": np.array([_pack((r, None)) for r, _d in pairs], dtype=object)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -594,40 +633,159 @@ def _here() -> Any:
     return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
 
 
-class RayPass(_Pass):
-    """The local engine's decisions and writes, with hashing, decoding and models in Ray."""
+#: results back from the plan but not yet decided (they wait for an earlier file in the walk);
+#: past this many the driver stops sending
+HOLD_MAX = 20_000
+#: with the hold full, how long the driver waits for the file that holds it before redoing it
+STALL_S = 600.0
 
-    case_dir: Path
-    _preset_id: int | None = None
 
-    def _assign_id(self, row: dict[str, Any], update_of: int | None) -> None:
-        """The id given when the file was sent (walk order), not at decision time."""
-        if self._preset_id is None:
-            super()._assign_id(row, update_of)
-            return
-        row["id"] = self._preset_id
-        if row.get("sha256") and row["status"] not in ("duplicate", "skipped", "error"):
-            self.seen_sha.setdefault(row["sha256"], row["id"])
+class InOrder:
+    """The driver's side of the plan: results come back in any order, and are handed to the pass
+    core in walk order, so that both engines decide alike (ids follow the walk; of a set of copies
+    the first in the walk is the original, whichever copy a worker analysed).
+
+    A file whose analysis another copy carries waits for that copy's result. Files the plan never
+    returned are redone here, each in a process of its own."""
+
+    def __init__(self, core: PassCore, chunk: int) -> None:
+        self.core = core
+        self.chunk = chunk
+        #: key -> (entry, admission) of every file sent and not decided yet
+        self.sent: dict[int, tuple[Entry, Admitted]] = {}
+        #: key -> result, back from the plan and not decided yet
+        self.back: dict[int, FileResult] = {}
+        #: sha256 -> an analysis of that content that no decided file has taken yet
+        self.analysed: dict[str, Analysis] = {}
+        self.next_key = 0
+        self.redone = 0
+
+    @property
+    def out(self) -> int:
+        """Files sent and not back yet."""
+        return len(self.sent) - len(self.back)
+
+    def send(self, entry: Entry, key: int) -> Ref | None:
+        """The Ref of a file to read, or None when the core settled it without reading."""
+        admitted = self.core.admit(entry)
+        if admitted is None:
+            return None
+        self.sent[key] = (entry, admitted)
+        fs = content_source(entry) if entry.data is None else None
+        return Ref(
+            key,
+            entry.path,
+            fs,
+            entry.data,
+            bool(entry.archive_kind),
+            entry.error,
+            admitted.update_of,
+            admitted.old_sha,
+        )
+
+    def take(self, result: FileResult) -> None:
+        if result.key not in self.sent or result.key in self.back or result.key < self.next_key:
+            return  # already redone here
+        self.back[result.key] = result
+        sha = result.ident.digests.sha256 if result.ident.digests else None
+        if sha and result.analysis is not None:
+            self.analysed.setdefault(sha, result.analysis)
+        self.decide_ready()
+
+    def decide_ready(self) -> None:
+        while self.next_key in self.back:
+            if not self._decide(self.back[self.next_key], wait=True):
+                return
+            del self.back[self.next_key]
+            del self.sent[self.next_key]
+            self.next_key += 1  # keys are dense: one per file sent
+
+    def _must_wait(self, r: FileResult) -> bool:
+        """A copy whose content another file of this run claimed, when no earlier copy became
+        the original yet (so this one will) and the analysis is still out."""
+        sha = r.ident.digests.sha256 if r.ident.digests else None
+        return (
+            sha is not None
+            and r.verdict == "duplicate"
+            and r.owner is not None
+            and r.owner in self.sent
+            and r.owner not in self.back
+            and sha not in self.analysed
+            and sha not in self.core.seen_sha
+        )
+
+    def _decide(self, r: FileResult, *, wait: bool) -> bool:
+        """Decide one file; False when it must wait for the copy that carries its analysis."""
+        if wait and self._must_wait(r):
+            return False
+        entry, admitted = self.sent[r.key]
+        decision = self.core.decide(entry, r.ident, admitted)
+        if decision is None:
+            return True
+        sha = decision.sha256 or ""
+        if not decision.decode:
+            if decision.row["status"] in ("duplicate", "known_good"):
+                self.analysed.pop(sha, None)  # no later copy needs it
+            self.core.emit(decision)
+            return True
+        analysis = self.analysed.pop(sha, None)
+        if analysis is None:
+            # nothing in the plan analysed this content (its copy was lost, or the plan did not
+            # decode what the core wants decoded): analysed here, in a process of its own
+            analysis = analyze_alone(decision.job(entry), self.core.opts)
+        self.core.finish(decision, analysis)
+        return True
+
+    def redo(self, key: int) -> None:
+        """Decide a file the plan has not returned, reading and analysing it here."""
+        entry, _admitted = self.sent[key]
+        fs = content_source(entry) if entry.data is None else None
+        ident = identify_source(entry.data, fs, bool(entry.archive_kind), self.chunk)
+        self.redone += 1
+        self.back[key] = FileResult(key, ident, None, None, None)
+
+    def finish(self) -> None:
+        """After the plan: every file not back is redone, and everything is decided."""
+        for key in sorted(self.sent):
+            if key not in self.back:
+                self.redo(key)
+        while self.sent:
+            key = min(self.sent)
+            self.next_key = key
+            r = self.back[key]
+            self._decide(r, wait=False)
+            del self.back[key]
+            del self.sent[key]
+
+
+class RayEngine:
+    """Hashing, decoding and models in a Ray Data plan; decisions and writes in the pass core."""
+
+    def __init__(self, core: PassCore, settings: Settings, case_dir: Path) -> None:
+        self.core = core
+        self.settings = settings
+        self.case_dir = case_dir
+        self._first: float | None = None
 
     def run(self, entries: Iterator[Entry]) -> None:
         import ray
 
         t0 = time.perf_counter()
+        summary = self.core.summary
         started, tmp = start_ray(self.case_dir, self.settings)
-        self._first: float | None = None
         try:
             plan = plan_for(self.settings, tmp)
-            self.summary.engine = "ray"
-            self.summary.ray = asdict(plan)
-            self.summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
+            summary.engine = "ray"
+            summary.ray = asdict(plan)
+            summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
             where = _here()
             feed = ray.remote(Feed).options(num_cpus=0, scheduling_strategy=where).remote()
             ledger = (
                 ray.remote(Ledger)
                 .options(num_cpus=0, scheduling_strategy=where)
-                .remote(str(self.case_dir), self.store.url)
+                .remote(str(self.case_dir), self.core.store.url)
             )
-            ds = build_dataset(plan, feed, ledger, self.opts, self.settings.hash_chunk)
+            ds = build_dataset(plan, feed, ledger, self.core.opts, self.settings.hash_chunk)
             pump = ResultPump(ds)
             pump.start()
             try:
@@ -635,32 +793,29 @@ class RayPass(_Pass):
                 end = time.perf_counter()
                 if self._first is not None:
                     # from Ray's start to the first result (actors, models), then the rest
-                    self.summary.ray["first_result_s"] = round(self._first - t0, 2)
-                    self.summary.ray["after_first_s"] = round(end - self._first, 2)
+                    summary.ray["first_result_s"] = round(self._first - t0, 2)
+                    summary.ray["after_first_s"] = round(end - self._first, 2)
             finally:
-                self.flush(force=True)
+                self.core.flush(force=True)
         finally:
             stop_ray(started)
 
     def _stream(
         self, entries: Iterator[Entry], plan: RayPlan, feed: Any, ledger: Any, pump: ResultPump
     ) -> None:
-        #: key -> (entry, id to update, earlier sha256, item id) of every file sent, not back yet
-        self.outstanding: dict[int, tuple[Entry, int | None, str | None, int]] = {}
-        #: copies whose original is still in flight, by sha256
-        self.parked: dict[str, list[tuple[Entry, _Identified, int | None, str | None, int]]] = {}
+        order = InOrder(self.core, self.settings.hash_chunk)
         cap = max(MIN_IN_FLIGHT, 4 * plan.batch_size * (plan.actors + plan.decoders))
         send: list[bytes] = []
         key = 0
         exhausted = closed = pump_done = False
         it = iter(entries)
         while True:
-            while not exhausted and len(self.outstanding) < cap:
+            while not exhausted and order.out < cap and len(order.back) < HOLD_MAX:
                 entry = next(it, None)
                 if entry is None:
                     exhausted = True
                     break
-                ref = self._send(entry, key)
+                ref = order.send(entry, key)
                 if ref is None:
                     continue
                 send.append(_pack(ref))
@@ -672,103 +827,34 @@ class RayPass(_Pass):
                 feed.push.remote(send, exhausted)
                 send = []
                 closed = exhausted
-            if exhausted and not self.outstanding:
+            if exhausted and not order.out:
                 break
-            got = pump.out.get()
+            try:
+                got = pump.out.get(timeout=STALL_S if len(order.back) >= HOLD_MAX else None)
+            except queue.Empty:
+                # the hold is full and the file it waits on has not come back: redo it here
+                order.redo(min(k for k in order.sent if k not in order.back))
+                order.decide_ready()
+                continue
             if got is ResultPump.DONE:
                 pump_done = True
                 break
-            self._take(got, ledger)
+            self._take(got, order, ledger)
         if pump_done and pump.error is not None:
             raise RuntimeError(f"the Ray plan failed: {pump.error}") from pump.error
         if not pump_done:
             pump.join()
-        self._redo_lost()
+        order.finish()
+        self.core.summary.redone += order.redone
 
-    def _send(self, entry: Entry, key: int) -> Ref | None:
-        """The Ref of a file to read, or None when :meth:`admit` settled it."""
-        admitted = self.admit(entry)
-        if admitted is None:
-            return None
-        upd, old_sha = admitted
-        # item ids follow the walk, as in the local engine, whatever order results come back in
-        if upd is None:
-            item_id = self.next_id
-            self.next_id += 1
-        else:
-            item_id = upd
-        self.outstanding[key] = (entry, upd, old_sha, item_id)
-        fs = content_source(entry) if entry.data is None else None
-        return Ref(
-            key, entry.path, fs, entry.data, bool(entry.archive_kind), entry.error, upd, old_sha
-        )
-
-    def _take(self, packed: np.ndarray, ledger: Any) -> None:
+    def _take(self, packed: np.ndarray, order: InOrder, ledger: Any) -> None:
         if self._first is None:
             self._first = time.perf_counter()
         done = []
         for b in packed:
-            o = pickle.loads(b)
-            done.append(o["key"])
-            entry, upd, old_sha, item_id = self.outstanding.pop(o["key"])
-            self.summary.nodes[o["node"]] += 1
-            ident = _Identified(o["digests"], o["media_type"], o["mime"], None, o["error"])
-            sha = ident.digests.sha256 if ident.digests else None
-            if o["verdict"] == "duplicate" and sha and self._original_of(sha) is None:
-                # its original (the file that claimed this content) has not come back yet
-                self.parked.setdefault(sha, []).append((entry, ident, upd, old_sha, item_id))
-                continue
-            self._settle(entry, ident, upd, old_sha, item_id, o["fields"])
-            if sha and sha in self.parked and sha in self.seen_sha:
-                for args in self.parked.pop(sha):
-                    self._settle(*args, None)
+            result, _decoded = pickle.loads(b)
+            done.append(result.key)
+            self.core.summary.nodes[result.node] += 1
+            order.take(result)
         ledger.forget.remote(done)
 
-    def _settle(
-        self,
-        entry: Entry,
-        ident: _Identified,
-        upd: int | None,
-        old_sha: str | None,
-        item_id: int,
-        fields: dict[str, Any] | None,
-    ) -> None:
-        self._preset_id = item_id
-        try:
-            row = self.decide(entry, ident, upd, old_sha)
-        finally:
-            self._preset_id = None
-        self.progress.advance((entry.size or 0) if entry.depth == 0 else 0)
-        if row is None:
-            return
-        if "_decode" not in row:
-            self._emit(row, new=upd is None)
-            return
-        row.pop("_decode")
-        if fields is None:
-            # the plan did not decode what the driver wants decoded (its original was lost):
-            # decode it here, in a process of its own
-            fs = content_source(entry) if entry.data is None else None
-            fields = _isolated(_forkserver(), (row["media_type"], entry.data, fs, self.opts))
-        self._finish_decode(row, dict(fields), upd is None)
-
-    def _redo_lost(self) -> None:
-        """Files sent and never returned (a node lost with its batches), and copies whose
-        original never came back: done here, each in a process of its own."""
-        for key in sorted(self.outstanding):
-            entry, upd, old_sha, item_id = self.outstanding.pop(key)
-            fs = content_source(entry) if entry.data is None else None
-            ident = identify_source(
-                entry.data, fs, bool(entry.archive_kind), self.settings.hash_chunk
-            )
-            self.summary.redone += 1
-            self._settle(entry, ident, upd, old_sha, item_id, None)
-        for sha in list(self.parked):
-            for args in self.parked.pop(sha):
-                self._settle(*args, None)
-
-
-def _forkserver() -> Any:
-    from multiprocessing import get_context
-
-    return get_context("forkserver")

@@ -29,11 +29,12 @@ def with_models() -> AnalyzeOptions:
 def test_a_jpeg_missing_its_last_100_bytes_keeps_its_faces_and_its_pdq(
     astronaut_jpeg: bytes, with_models: AnalyzeOptions
 ) -> None:
-    intact = analyze_media(MEDIA_IMAGE, astronaut_jpeg, None, with_models)
-    cut = analyze_media(MEDIA_IMAGE, astronaut_jpeg[:-100], None, with_models)
+    intact = analyze_media(MEDIA_IMAGE, astronaut_jpeg, None, with_models).fields
+    analysed = analyze_media(MEDIA_IMAGE, astronaut_jpeg[:-100], None, with_models)
+    cut = analysed.fields
     assert "status" not in cut, "a damaged file that decoded is not an error record"
     assert cut["error"].startswith("truncated image: ")
-    assert cut["_frames"] == 1 and cut["nudity"] is not None
+    assert analysed.frames == 1 and cut["nudity"] is not None
     assert len(intact["faces"]) >= 1 and len(cut["faces"]) == len(intact["faces"])
     for a, b in zip(intact["faces"], cut["faces"], strict=True):
         assert max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"], strict=True)) < 8
@@ -44,15 +45,19 @@ def test_a_jpeg_missing_its_last_100_bytes_keeps_its_faces_and_its_pdq(
 def test_a_jpeg_too_damaged_to_analyse_is_an_error_with_no_hash_and_no_models(
     astronaut_jpeg: bytes, with_models: AnalyzeOptions
 ) -> None:
-    out = analyze_media(MEDIA_IMAGE, astronaut_jpeg[: len(astronaut_jpeg) // 5], None, with_models)
+    analysed = analyze_media(
+        MEDIA_IMAGE, astronaut_jpeg[: len(astronaut_jpeg) // 5], None, with_models
+    )
+    out = analysed.fields
     assert out["status"] == "error" and "under the 50% needed" in out["error"]
     assert (out["width"], out["height"]) == (512, 512)
     assert out.get("pdq") is None and out.get("pdq_quality") is None
-    assert "faces" not in out and "_frames" not in out
+    assert "faces" not in out and analysed.frames == 0
 
 
 def test_an_image_over_the_decode_budget_is_an_error_record() -> None:
     buf = io.BytesIO()
     Image.fromarray(skdata.astronaut()).save(buf, "PNG")
-    out = analyze_media(MEDIA_IMAGE, buf.getvalue(), None, AnalyzeOptions(max_decode_bytes=10**6))
+    opts = AnalyzeOptions(max_decode_bytes=10**6)
+    out = analyze_media(MEDIA_IMAGE, buf.getvalue(), None, opts).fields
     assert out["status"] == "error" and out["error"].startswith("too large to decode: 512x512 RGB")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from heroes.cli import app
 from heroes.pipeline.hashsets import HashSetSource, hashset_source, open_hashset
-from heroes.pipeline.runner import import_hashsets
+from heroes.pipeline.importsets import import_hashsets
 from heroes.store.db import CaseStore
 
 PDQ_A = "f8f8f0cce0f4e84d0e370a22028f67f0b36e2ed596623e1d33e6339c4e9c9b22"

@@ -281,46 +281,80 @@ def test_more_actors_than_the_cluster_can_place_is_a_clear_error(tmp_path: Path)
         store.close()
 
 
-def test_the_first_copy_in_walk_order_takes_over_as_original(tmp_path: Path) -> None:
-    """What finalising does when a Ray worker analysed a later copy: results, status and vectors
-    move to the first copy."""
-    from sqlalchemy import select, update
-
+@pytest.mark.parametrize("first_back", ["analysed copy", "first copy"])
+def test_the_first_copy_in_walk_order_is_the_original_whichever_copy_a_worker_analysed(
+    tmp_path: Path, first_back: str
+) -> None:
+    """The Ray driver hands results to the pass core in walk order: when a worker claimed and
+    analysed the second copy, the first copy still becomes the original with that analysis, and
+    the second its duplicate, whichever comes back first; nothing is rewritten afterwards."""
+    from heroes.config import get_settings
     from heroes.demo import sample_photos
-    from heroes.pipeline.runner import finalize
-    from heroes.store.schema import ItemRow, VectorRow
+    from heroes.pipeline.analyze import analyze_media
+    from heroes.pipeline.core import PassCore, identify_source
+    from heroes.pipeline.discover import walk
+    from heroes.pipeline.identify import MEDIA_IMAGE
+    from heroes.pipeline.infer import InferOptions
+    from heroes.pipeline.raypass import FileResult, InOrder
+    from heroes.pipeline.summary import Progress, TriageSummary
 
     ev = tmp_path / "ev"
     ev.mkdir()
     Image.fromarray(sample_photos()["astronaut"]).save(ev / "a.jpg", quality=90)
     shutil.copy(ev / "a.jpg", ev / "b.jpg")
-    s = Settings(engine="local")
-    triage(ev, tmp_path / "case", settings=s)
-    before = _rows(tmp_path / "case")
-    a, b = before["a.jpg"], before["b.jpg"]
-    assert b["duplicate_of"] == a["item_id"] and len(a["faces"]) == 1
+    settings = get_settings()
+    store = CaseStore(tmp_path / "case")
+    try:
+        run = store.start_run(str(ev), {})
+        models = InferOptions(scene_embed=None)
+        core = PassCore(
+            store,
+            ev,
+            settings,
+            run,
+            TriageSummary(run, str(ev), "case"),
+            Progress(False, 0),
+            False,
+            models,
+        )
+        order = InOrder(core, 1 << 20)
+        entries = sorted(walk(ev, settings.limits), key=lambda e: e.path)
+        refs = [order.send(e, k) for k, e in enumerate(entries)]
+        idents = [identify_source(None, r.fs_path, False, 1 << 20) for r in refs if r]
+        analysis = analyze_media(MEDIA_IMAGE, idents[1].data, None, core.opts)
+        first = FileResult(0, idents[0].without_data(), "duplicate", 1, None, "n")
+        second = FileResult(1, idents[1].without_data(), "decode", None, analysis, "n")
+        if first_back == "first copy":
+            order.take(first)
+            assert order.next_key == 0, "the first copy waits for the analysis of the second"
+            order.take(second)
+        else:
+            order.take(second)
+            assert order.next_key == 0, "nothing is decided before the first file is back"
+            order.take(first)
+        assert order.next_key == 2 and not order.sent and not order.analysed
+        order.finish()
+        core.flush(force=True)
+    finally:
+        store.close()
+    rows = _rows(tmp_path / "case")
+    a, b = rows["a.jpg"], rows["b.jpg"]
+    assert (
+        a["status"] == "ok"
+        and len(a["faces"]) == 1
+        and a["faces"][0]["face_id"] == f"{a['item_id']}-0"
+    )
+    assert b["status"] == "duplicate" and b["duplicate_of"] == a["item_id"]
     store = CaseStore(tmp_path / "case", create=False)
     try:
-        ia, ib = a["item_id"], b["item_id"]
-        with store.session() as ses, ses.begin():  # as if b had been claimed and analysed first
-            ses.execute(
-                update(ItemRow)
-                .where(ItemRow.id == ib)
-                .values(
-                    status="ok", duplicate_of=None, faces=[{**a["faces"][0], "face_id": f"{ib}-0"}]
-                )
-            )
-            ses.execute(
-                update(ItemRow).where(ItemRow.id == ia).values(status="duplicate", duplicate_of=ib)
-            )
-            for v in ses.execute(select(VectorRow).where(VectorRow.item_id == ia)).scalars():
-                v.item_id = ib
-                v.ref = f"{ib}-0" if v.ref else None
-        finalize(store, s)
+        from sqlalchemy import select
+
+        from heroes.store.schema import VectorRow
+
         with store.session() as ses:
             vectors = ses.execute(select(VectorRow.item_id, VectorRow.ref)).all()
     finally:
         store.close()
-    after = _rows(tmp_path / "case")
-    assert after == before
-    assert {i for i, _ in vectors} == {ia} and f"{ia}-0" in {r for _, r in vectors}
+    assert {i for i, _ in vectors} == {a["item_id"]} and f"{a['item_id']}-0" in {
+        r for _, r in vectors
+    }
