@@ -67,10 +67,19 @@ def _setting_problem(exc: ValidationError) -> str:
     return "invalid setting " + "; ".join(parts)
 
 
+_base_settings: Settings | None = None
+
+
 def _settings(**values: object) -> Settings:
-    """The settings, from options and ``HEROES_*``; a bad value is exit 2, not a traceback."""
+    """The settings, from options and ``HEROES_*``, built once per command (options make a copy
+    with their values); a bad value is exit 2, not a traceback."""
+    global _base_settings
     try:
-        return Settings(**values)  # type: ignore[arg-type]
+        if values:
+            return Settings(**values)  # type: ignore[arg-type]
+        if _base_settings is None:
+            _base_settings = Settings()
+        return _base_settings
     except ValidationError as exc:
         raise _fail(_setting_problem(exc)) from None
 
@@ -106,6 +115,8 @@ def _hashset_sources(specs: list[str] | None) -> list[HashSetSource]:
 def _main(
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
+    global _base_settings
+    _base_settings = None  # each command reads the settings afresh, once
     if version:
         out.print(f"heroes {__version__}")
         raise typer.Exit(0)
@@ -738,7 +749,7 @@ def label(
         except (KeyError, OSError):
             raise _fail("cannot tell who you are: give --by NAME") from None
     try:
-        store = CaseStore(case, Settings().db_url, create=False)
+        store = CaseStore(case, _settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:
@@ -800,7 +811,7 @@ def report(
     if not output.parent.is_dir():
         raise _fail(f"cannot write {output}: folder {output.parent} does not exist")
     try:
-        store = CaseStore(case, Settings().db_url, create=False)
+        store = CaseStore(case, _settings().db_url, create=False)
     except StoreError as exc:
         raise _fail(str(exc)) from exc
     try:

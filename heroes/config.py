@@ -191,6 +191,23 @@ class Settings(BaseSettings):
     device: str | None = Field(None, description="cpu | cuda | tensorrt (default: best installed)")
     scene_model: str = Field("scene-vlad", description="scene embedding model (manifest name)")
     face_model: str = Field("dlib-face-resnet", description="face identity model (manifest name)")
+    detector_model: str = Field(
+        "nudenet-320n", description="nudity and face detector (manifest name)"
+    )
+    landmarks_model: str = Field("dlib-landmarks-5", description="face landmarks (manifest name)")
+    age_model: str = Field("age-v1", description="age estimation model (manifest name)")
+    int8: bool = Field(
+        True,
+        description="on CPU, run the INT8 variant of a model where one is shipped and measured to "
+        "agree with the FP32 model",
+    )
+    ort_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per session (default: cores / workers)"
+    )
+    model_dir: Path | None = Field(
+        None, description="where fetched and converted models live (default: the user cache)"
+    )
+    trt_cache: Path | None = Field(None, description="TensorRT engine cache folder (none: off)")
     decode_hook: str | None = Field(
         None, description="module:function called in the worker before each file is decoded"
     )

@@ -7,7 +7,7 @@ output read, and its licence. ``file`` is one of:
   without importing that package, whose dependency metadata may be incompatible);
 - ``converted:NAME`` - produced on first use from ``convert_from`` (e.g. dlib's serialised face
   ResNet converted to ONNX) and cached in the model directory;
-- a plain path, absolute or relative to the model directory (``HEROES_MODEL_DIR``).
+- a plain path, absolute or relative to the model directory (the ``model_dir`` setting).
 
 Checksums are verified before a file is first used in a process; a mismatch is a clear error.
 """
@@ -108,11 +108,25 @@ class ModelSpec:
             raise ModelError(f"bad model manifest {origin or '<text>'}: {exc}") from exc
 
 
+_model_dir: Path | None = None
+
+
+def set_model_dir(path: str | Path | None) -> None:
+    """Use ``path`` for fetched and converted models (the ``model_dir`` setting, passed down to
+    every process that loads models); None goes back to the user cache."""
+    global _model_dir
+    _model_dir = Path(path) if path else None
+
+
 def model_dir() -> Path:
-    """Where fetched and converted models live: ``HEROES_MODEL_DIR``, else the user cache."""
-    env = os.environ.get("HEROES_MODEL_DIR")
-    if env:
-        return Path(env)
+    """Where fetched and converted models live: the ``model_dir`` setting, else the user cache."""
+    if _model_dir is not None:
+        return _model_dir
+    from heroes.config import Settings
+
+    configured = Settings().model_dir  # HEROES_MODEL_DIR, for callers that pass nothing down
+    if configured is not None:
+        return configured
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "heroes" / "models"
 

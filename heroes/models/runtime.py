@@ -1,5 +1,8 @@
 """Every ONNX Runtime choice in one place: providers, threads, session reuse.
 
+Nothing here reads the environment: the device, the threads and the TensorRT cache come from the
+one :class:`heroes.config.Settings` object, passed down by the pass (``InferOptions``).
+
 Providers are the preferred order TensorRT > CUDA > CPU intersected with what the installed
 onnxruntime offers (``onnxruntime-gpu`` brings the first two). On CPU, intra-op threads default to
 the cores this process may use divided by the number of worker processes, so several workers do
@@ -41,11 +44,17 @@ def choose_providers(device: str | None = None) -> list[str]:
     return order or ["CPUExecutionProvider"]
 
 
+_trt_cache: str | None = None
+
+
+def set_trt_cache(path: str | Path | None) -> None:
+    """Where TensorRT keeps built engines (the ``trt_cache`` setting); None turns the cache off."""
+    global _trt_cache
+    _trt_cache = str(path) if path else None
+
+
 def cpu_threads() -> int:
-    """Intra-op threads for one session on CPU (``HEROES_ORT_THREADS`` overrides)."""
-    env = os.environ.get("HEROES_ORT_THREADS")
-    if env:
-        return max(1, int(env))
+    """Intra-op threads for one session on CPU when none are given: the cores it may use."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -57,10 +66,9 @@ def provider_options(providers: list[str], fp16: bool) -> list[tuple[str, dict[s
     out: list[tuple[str, dict[str, Any]] | str] = []
     for p in providers:
         if p == "TensorrtExecutionProvider":
-            cache = os.environ.get("HEROES_TRT_CACHE", "")
             opts: dict[str, Any] = {"trt_fp16_enable": fp16}
-            if cache:
-                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache)
+            if _trt_cache:
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=_trt_cache)
             out.append((p, opts))
         elif p == "CUDAExecutionProvider":
             out.append((p, {"cudnn_conv_algo_search": "HEURISTIC"}))
@@ -75,7 +83,7 @@ def session(
     """A cached ``InferenceSession`` for a model file; created once per process and settings."""
     import onnxruntime as ort
 
-    providers = choose_providers(device or os.environ.get("HEROES_DEVICE") or None)
+    providers = choose_providers(device)
     n = threads or cpu_threads()
     key = (str(path), ",".join(providers), n, fp16)
     with _lock:

@@ -35,6 +35,9 @@ class InferOptions:
     face_confirm: float | None = -0.6
     threads: int | None = None
     device: str | None = None
+    #: the ``model_dir`` and ``trt_cache`` settings, for the processes that load the models
+    model_dir: str | None = None
+    trt_cache: str | None = None
 
 
 @dataclass
@@ -53,6 +56,11 @@ class Analyzer:
 
     def __init__(self, opts: InferOptions | None = None) -> None:
         self.opts = opts or InferOptions()
+        if self.opts.model_dir or self.opts.trt_cache:
+            from heroes.models import registry, runtime
+
+            registry.set_model_dir(self.opts.model_dir)
+            runtime.set_trt_cache(self.opts.trt_cache)
         self._detector: Any = None
         self._landmarks: Any = None
         self._age: Any = None

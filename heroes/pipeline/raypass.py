@@ -27,6 +27,7 @@ import hashlib
 import os
 import pickle
 import queue
+import re
 import signal
 import tempfile
 import threading
@@ -435,9 +436,74 @@ def _quiet() -> None:
     for name in ("ray", "ray.data"):
         for handler in logging.getLogger(name).handlers:
             if not isinstance(handler, logging.FileHandler):
-                handler.setLevel(logging.ERROR)
+                # crash notices and retries are Ray's business: the pass accounts for every file
+                handler.setLevel(logging.CRITICAL + 1)
     # the feed is one streaming read task, so Ray Data estimates one input block; it is not
     warnings.filterwarnings("ignore", message=".*operator only received.*")
+
+
+#: lines Ray writes to the driver's stderr: its C++ core's (glog, ``[date time,ms E pid tid]``),
+#: and the notices it relays from the raylet and the workers (``(raylet) ...``, ``(X pid=N) ...``)
+_RAY_NATIVE_LINE = re.compile(
+    rb"^(\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d+\] "
+    rb"|(\x1b\[[0-9;]*m)?\((raylet|autoscaler|gcs_server|\S{1,200} pid=\d+[^)]*)\))"
+)
+
+
+class NativeLogFilter:
+    """While the plan runs, lines that Ray's C++ core writes straight to this process's stderr
+    (file descriptor 2, out of reach of Python's logging) go to a log file; every other line
+    still reaches the terminal. A normal run shows only heroes' own progress and summary."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self._saved: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> NativeLogFilter:
+        import sys
+
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, 2)
+            os.close(write_end)
+        except OSError:  # no stderr to filter (a daemon): nothing to do
+            self._saved = None
+            return self
+        self._thread = threading.Thread(
+            target=self._forward, args=(read_end, self._saved), name="heroes-ray-log", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _forward(self, read_end: int, terminal: int) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(read_end, "rb", buffering=0) as src, open(self.log_path, "ab") as log:
+            pending = b""
+            while chunk := src.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if _RAY_NATIVE_LINE.match(line):
+                        log.write(line + b"\n")
+                    else:
+                        os.write(terminal, line + b"\n")
+            if pending:
+                os.write(terminal, pending)
+
+    def __exit__(self, *exc: object) -> None:
+        import sys
+
+        if self._saved is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)  # closes the pipe's last write end: the thread drains and ends
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        os.close(self._saved)
+        self._saved = None
 
 
 def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
@@ -768,6 +834,11 @@ class RayEngine:
         self._first: float | None = None
 
     def run(self, entries: Iterator[Entry]) -> None:
+        log = ray_temp_dir(self.case_dir, self.settings) / "heroes-ray-native.log"
+        with NativeLogFilter(log):
+            self._run(entries)
+
+    def _run(self, entries: Iterator[Entry]) -> None:
         import ray
 
         t0 = time.perf_counter()

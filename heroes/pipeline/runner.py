@@ -197,7 +197,7 @@ def triage(
             imported += import_hashsets(
                 store, list(known_good), known_good=True, warn=doubts.append
             )
-            run_id = store.start_run(str(evidence), settings.model_dump())
+            run_id = store.start_run(str(evidence), settings.model_dump(mode="json"))
             summary = TriageSummary(run_id, str(evidence), str(case_dir))
             summary.warnings = doubts
             summary.hashsets_imported = [f"{n} ({e} entries)" for n, e, _r, new in imported if new]
@@ -288,22 +288,28 @@ def choose_engine(settings: Settings, evidence: Path) -> str:
 
 
 def model_plan(settings: Settings, summary: TriageSummary | None = None) -> InferOptions | None:
-    """Which models this run uses: every enabled model that is usable here; the others are
-    named in the summary with the reason, and their branch is left out."""
+    """Which models this run uses: every enabled model that is usable here (on CPU, its INT8
+    variant where one agrees with it and ``int8`` is on); the others are named in the summary
+    with the reason, and their branch is left out."""
     if not settings.models:
         return None
-    from heroes.models import registry
+    from heroes.models import registry, runtime
 
-    wanted = InferOptions(
-        device=settings.device,
-        threads=_ort_threads(settings),
-        scene_embed=settings.scene_model,
-        face_embed=settings.face_model,
-    )
+    registry.set_model_dir(settings.model_dir)
+    runtime.set_trt_cache(settings.trt_cache)
+    wanted = {
+        "detector": settings.detector_model,
+        "landmarks": settings.landmarks_model,
+        "age": settings.age_model,
+        "face_embed": settings.face_model,
+        "scene_embed": settings.scene_model,
+    }
+    preferred = getattr(registry, "preferred_variant", None)
     chosen: dict[str, Any] = {}
     specs = registry.manifest_specs()
-    for fld in ("detector", "landmarks", "age", "face_embed", "scene_embed"):
-        name = getattr(wanted, fld)
+    for fld, name in wanted.items():
+        if name and preferred is not None:
+            name = preferred(name, settings.device, allow_int8=settings.int8)
         spec = specs.get(name) if name else None
         st = registry.status(spec) if spec else None
         ok = st is not None and st.usable
@@ -312,7 +318,13 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
             summary.models[name] = "ok" if ok else (st.reason if st else "no manifest")
     if chosen["detector"] is None:
         chosen.update(landmarks=None, age=None, face_embed=None)
-    return InferOptions(**chosen, threads=wanted.threads, device=wanted.device)
+    return InferOptions(
+        **chosen,
+        threads=settings.ort_threads or _ort_threads(settings),
+        device=settings.device,
+        model_dir=str(settings.model_dir) if settings.model_dir else None,
+        trt_cache=str(settings.trt_cache) if settings.trt_cache else None,
+    )
 
 
 def _ort_threads(settings: Settings) -> int:

@@ -135,7 +135,7 @@ def test_split_plan_runs_the_models_in_their_own_actors(tmp_path: Path) -> None:
 
 
 def test_a_file_that_kills_its_ray_worker_becomes_an_error_and_the_pass_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     sys.path.insert(0, str(HERE))
     from crash_hook import MARKER
@@ -157,6 +157,12 @@ def test_a_file_that_kills_its_ray_worker_becomes_an_error_and_the_pass_goes_on(
     assert copy["status"] == "duplicate" and copy["duplicate_of"] == first["item_id"]
     others = [r for p, r in rows.items() if not p.startswith("poison")]
     assert all(r["status"] == "ok" and r["pdq"] for r in others)
+    # Ray's own notices (its C++ core's log lines, the relayed crash reports) stay off the
+    # examiner's terminal: they go to the case's Ray folder
+    err = capfd.readouterr().err
+    assert "core_worker" not in err and "(raylet)" not in err and "pid=" not in err, err[-2000:]
+    native = ray_temp_dir(tmp_path / "case", s) / "heroes-ray-native.log"
+    assert native.is_file()
 
 
 def _ray_processes(needle: str) -> list[int]:
