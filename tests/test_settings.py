@@ -54,11 +54,15 @@ def test_model_names_threads_and_folders_are_settings_passed_to_the_models(tmp_p
     assert plan.threads == 3 and plan.device == "cpu"
     assert plan.model_dir == str(tmp_path / "models")
     from heroes.models import registry
+    from heroes.pipeline.infer import Analyzer
 
+    before = registry.model_dir()
     try:
+        Analyzer(plan)  # what a worker process does with the options it is handed
         assert registry.model_dir() == tmp_path / "models"
     finally:
         registry.set_model_dir(None)
+    assert registry.model_dir() == before
 
 
 def test_the_environment_reaches_the_models_through_the_settings(

@@ -23,6 +23,7 @@ import threading
 import tomllib
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -116,6 +117,18 @@ def set_model_dir(path: str | Path | None) -> None:
     every process that loads models); None goes back to the user cache."""
     global _model_dir
     _model_dir = Path(path) if path else None
+
+
+@contextmanager
+def using_model_dir(path: str | Path | None) -> Iterator[None]:
+    """``path`` as the model folder for the duration of a block (the driver's model checks)."""
+    global _model_dir
+    saved = _model_dir
+    _model_dir = Path(path) if path else saved
+    try:
+        yield
+    finally:
+        _model_dir = saved
 
 
 def model_dir() -> Path:

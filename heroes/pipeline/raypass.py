@@ -145,12 +145,15 @@ class Feed:
         return out, self._closed and not self._items
 
 
-class Ledger:
+class Ledger(Feed):
     """Which file of a SHA-256 is decoded (the first to claim it), which files are known-good,
-    and which batches and files were being worked on when a worker died."""
+    and which batches and files were being worked on when a worker died; also the feed of
+    references (one actor beside the driver, not two: each Ray process costs over 100 MB)."""
 
     def __init__(self, case_dir: str, db_url: str | None) -> None:
         from heroes.store.db import CaseStore
+
+        super().__init__()
 
         self.store = CaseStore(Path(case_dir), db_url, create=False)
         self.has_sets = bool(self.store.hashsets())
@@ -850,12 +853,12 @@ class RayEngine:
             summary.ray = asdict(plan)
             summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
             where = _here()
-            feed = ray.remote(Feed).options(num_cpus=0, scheduling_strategy=where).remote()
             ledger = (
                 ray.remote(Ledger)
                 .options(num_cpus=0, scheduling_strategy=where)
                 .remote(str(self.case_dir), self.core.store.url)
             )
+            feed = ledger
             ds = build_dataset(plan, feed, ledger, self.core.opts, self.settings.hash_chunk)
             pump = ResultPump(ds)
             pump.start()

@@ -293,10 +293,8 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
     with the reason, and their branch is left out."""
     if not settings.models:
         return None
-    from heroes.models import registry, runtime
+    from heroes.models import registry
 
-    registry.set_model_dir(settings.model_dir)
-    runtime.set_trt_cache(settings.trt_cache)
     wanted = {
         "detector": settings.detector_model,
         "landmarks": settings.landmarks_model,
@@ -306,16 +304,17 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
     }
     preferred = getattr(registry, "preferred_variant", None)
     chosen: dict[str, Any] = {}
-    specs = registry.manifest_specs()
-    for fld, name in wanted.items():
-        if name and preferred is not None:
-            name = preferred(name, settings.device, allow_int8=settings.int8)
-        spec = specs.get(name) if name else None
-        st = registry.status(spec) if spec else None
-        ok = st is not None and st.usable
-        chosen[fld] = name if ok else None
-        if summary is not None and name:
-            summary.models[name] = "ok" if ok else (st.reason if st else "no manifest")
+    with registry.using_model_dir(settings.model_dir):
+        specs = registry.manifest_specs()
+        for fld, name in wanted.items():
+            if name and preferred is not None:
+                name = preferred(name, settings.device, allow_int8=settings.int8)
+            spec = specs.get(name) if name else None
+            st = registry.status(spec) if spec else None
+            ok = st is not None and st.usable
+            chosen[fld] = name if ok else None
+            if summary is not None and name:
+                summary.models[name] = "ok" if ok else (st.reason if st else "no manifest")
     if chosen["detector"] is None:
         chosen.update(landmarks=None, age=None, face_embed=None)
     return InferOptions(
