@@ -166,6 +166,11 @@ def needs_pixels(ident: Identified, entry_error: str | None, is_archive: bool) -
     )
 
 
+def exact_matches(store: CaseStore, md5: str, sha1: str, sha256: str) -> list[Any]:
+    """The hash-set entries that name this content exactly (MD5, SHA-1 or SHA-256)."""
+    return store.match_exact(md5, sha1, sha256)
+
+
 def only_known_good(matches: list[Any]) -> bool:
     """Exact hash-set matches that make a file known-good: some, and none of them known-bad."""
     return bool(matches) and all(m[0].known_good for m in matches)
@@ -354,7 +359,7 @@ class PassCore:
                 row["error"] = entry.error
             else:
                 row.update(status="error", error=entry.error)
-        matches = self.store.match_exact(d.md5, d.sha1, d.sha256)
+        matches = exact_matches(self.store, d.md5, d.sha1, d.sha256)
         known_good = only_known_good(matches)
         bad = [m for m in matches if not m[0].known_good]
         if bad:

@@ -55,6 +55,7 @@ from heroes.pipeline.core import (
     Identified,
     PassCore,
     crashed,
+    exact_matches,
     identify_source,
     needs_pixels,
     only_known_good,
@@ -171,7 +172,7 @@ class Ledger(Feed):
         how often this file's batch was started before."""
         out: list[tuple[str, int | None, int]] = []
         for key, md5, sha1, sha256, update_of in rows:
-            if self.has_sets and only_known_good(self.store.match_exact(md5, sha1, sha256)):
+            if self.has_sets and only_known_good(exact_matches(self.store, md5, sha1, sha256)):
                 out.append(("known_good", None, 0))
                 continue
             digest = bytes.fromhex(sha256)
