@@ -35,6 +35,8 @@ class AnalyzeOptions:
     models: InferOptions | None = None
     nudity_threshold: float = 0.5
     decode_hook: str | None = None
+    #: frames the models take in one call across files (more on a GPU, where batches are cheap)
+    batch_frames: int = 64
 
 
 def _hook(ref: str | None) -> Any:
@@ -109,10 +111,6 @@ CRASHED = "decoder crashed: the worker process died on this file"
 #: what a worker needs to analyse one file: media type, bytes (or None), path or reference
 Job = tuple[str, bytes | None, "str | StreamSource | None"]
 
-#: frames the models take in one call when files are batched (a video larger than this goes alone)
-BATCH_FRAMES = 64
-
-
 def analyze_media(
     media_type: str, data: bytes | None, fs_path: str | StreamSource | None, opts: AnalyzeOptions
 ) -> Analysis:
@@ -141,15 +139,15 @@ def analyze_alone(job: Job, opts: AnalyzeOptions) -> Analysis:
 def analyze_many(jobs: list[Job], opts: AnalyzeOptions) -> list[Analysis]:
     """Decode several files and run the models on their frames together (batches across files).
     Each job is (media type, bytes or None, path or reference or None). Files are decoded one
-    after the other and their frames handed to the models once about :data:`BATCH_FRAMES` are
+    after the other and their frames handed to the models once about ``opts.batch_frames`` are
     waiting, so a batch of long videos never holds all their frames at once."""
     return infer_many((decode_media(m, d, f, opts) for m, d, f in jobs), opts)
 
 
 def infer_many(decoded: Iterable[Decoded], opts: AnalyzeOptions) -> list[Analysis]:
     """The models' results for files decoded here or elsewhere (a CPU worker), in batches of up
-    to :data:`BATCH_FRAMES` frames across files. A batch whose inference fails is run again file
-    by file, so that only the file that fails gets an error."""
+    to ``opts.batch_frames`` frames across files (a video with more goes alone). A batch whose
+    inference fails is run again file by file, so that only the file that fails gets an error."""
     analyzer = _models(opts)
     out: list[Analysis] = []
     waiting: list[tuple[Decoded, Analysis]] = []
@@ -159,7 +157,7 @@ def infer_many(decoded: Iterable[Decoded], opts: AnalyzeOptions) -> list[Analysi
         out.append(result)
         if analyzer is None or not d.frames:
             continue
-        if waiting and size + len(d.frames) > BATCH_FRAMES:
+        if waiting and size + len(d.frames) > opts.batch_frames:
             _infer_group(analyzer, opts, waiting)
             waiting, size = [], 0
         waiting.append((d, result))
@@ -194,7 +192,6 @@ def _infer_group(
     for d, target in group:
         n = len(d.frames)
         _summarise_into(target, results[start : start + n], opts)
-        d.frames = []  # the pixels are not needed any more
         start += n
 
 

@@ -65,6 +65,8 @@ from heroes.pipeline.identify import StreamSource
 
 #: how long the actors may take to start (process, imports, model loading) before the pass fails
 ACTOR_START_S = 600
+#: frames a model actor holding a GPU takes in one call (the detector chunks them by 64)
+GPU_BATCH_FRAMES = 256
 #: Ray Data block size for the whole plan (see build_dataset)
 BLOCK_BYTES = 8 * 1024
 #: files in flight at least: their refs must fill more than one block (a ref is >= 40 bytes)
@@ -649,6 +651,7 @@ def _opts_dict(opts: AnalyzeOptions) -> dict[str, Any]:
 
 
 def _with_threads(opts: AnalyzeOptions, threads: int, device: str | None) -> AnalyzeOptions:
+    """Options for model actors: their threads, and on a GPU its device and larger batches."""
     from dataclasses import replace
 
     if opts.models is None:
@@ -656,6 +659,7 @@ def _with_threads(opts: AnalyzeOptions, threads: int, device: str | None) -> Ana
     models = replace(opts.models, threads=threads)
     if device is not None:
         models = replace(models, device=device)
+        return replace(opts, models=models, batch_frames=GPU_BATCH_FRAMES)
     return replace(opts, models=models)
 
 
