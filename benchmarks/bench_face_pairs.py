@@ -42,7 +42,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from heroes.config import get_settings
-from heroes.index.identities import DEFAULT_MIN_SIMILARITY, Identities
+from heroes.index.identities import DEFAULT_MIN_SIMILARITY, Identities, cluster_faces
 from heroes.pipeline.indexing import index_root
 from heroes.search import IDENTITIES_FILE, persons
 from heroes.store.db import CaseStore, decode_vectors
@@ -172,6 +172,89 @@ def cluster_quality(case: Path, faces: list[Face], threshold: float, min_faces: 
     }
 
 
+def order_robustness(
+    faces: list[Face], threshold: float, orders: int, min_faces: int = 2
+) -> dict[str, int]:
+    """Chinese whispers visits faces in a seeded order, and the pass stores faces in the order
+    files finish: cluster the same faces in ``orders`` shuffled orders and count the orders that
+    put two people in one cluster, or one person in two."""
+    use = [f for f in faces if f.confirmed]
+    x = np.stack([f.vector for f in use])
+    who = [f.person or f"bystander:{f.ref}" for f in use]
+    impure = split = 0
+    for seed in range(orders):
+        perm = np.random.default_rng(seed).permutation(len(use))
+        refs = [str(i) for i in perm]
+        ident = cluster_faces(
+            x[perm], refs, min_similarity=threshold, min_faces=min_faces, seed=seed
+        )
+        clusters = [{who[int(r)] for r in ident.refs(i)} for i in ident.ids()]
+        impure += any(len(c) > 1 for c in clusters)
+        seen = Counter(p for c in clusters for p in c)
+        split += any(n > 1 for n in seen.values())
+    return {"orders": orders, "with_merged_people": impure, "with_split_person": split}
+
+
+def low_resolution(
+    folder: Path, faces: list[Face], widths: list[int], threshold: float
+) -> list[dict[str, Any]]:
+    """Each one-person photo shrunk until its face is ``width`` px wide, run through the pass's
+    models again: is the face still found, and does it still match the person's other photos?"""
+    import cv2
+
+    from heroes.pipeline.decode import load_rgb
+    from heroes.pipeline.infer import Analyzer, InferOptions
+
+    analyzer = Analyzer(InferOptions(age=None, scene_embed=None))
+    named = [f for f in faces if f.person and f.confirmed]
+    per_file = Counter(f.path for f in faces)
+    single = [f for f in named if per_file[f.path] == 1]
+    unit = {f.ref: f.vector / np.linalg.norm(f.vector) for f in named}
+    rows = []
+    for width in widths:
+        found, own, same_ok, same_n, strangers_over, strangers_n = 0, [], 0, 0, 0, 0
+        for f in single:
+            rgb, _ = load_rgb((folder / f.path).read_bytes())
+            (res,) = analyzer.analyze([rgb], [None])
+            boxes = [v["bbox"] for v in res.vectors if v["kind"] == "face"]
+            if not boxes:
+                continue
+            face_w = max(b[2] - b[0] for b in boxes)
+            scale = min(1.0, width / face_w)
+            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            (res,) = analyzer.analyze([np.ascontiguousarray(small)], [None])
+            vecs = [(v["bbox"], v["vector"]) for v in res.vectors if v["kind"] == "face"]
+            if not vecs:
+                continue
+            found += 1
+            _, v = max(vecs, key=lambda bv: bv[0][2] - bv[0][0])
+            v = np.asarray(v, np.float64) / np.linalg.norm(v)
+            own.append(float(v @ unit[f.ref]))
+            for g in named:
+                if g.path == f.path:
+                    continue
+                c = float(v @ unit[g.ref])
+                if g.person == f.person:
+                    same_n += 1
+                    same_ok += c >= threshold
+                else:
+                    strangers_n += 1
+                    strangers_over += c >= threshold
+        rows.append(
+            {
+                "face_width_px": width,
+                "photos": len(single),
+                "faces_found": found,
+                "cosine_to_full_size_median": round(float(np.median(own)), 4) if own else None,
+                "cosine_to_full_size_min": round(min(own), 4) if own else None,
+                "same_person_split_rate": round(1 - same_ok / same_n, 4) if same_n else None,
+                "false_merge_rate": round(strangers_over / strangers_n, 4) if strangers_n else None,
+            }
+        )
+    return rows
+
+
 def threshold_table(
     same: list[dict[str, Any]], diff: list[dict[str, Any]], thresholds: list[float]
 ) -> list[dict[str, Any]]:
@@ -196,6 +279,14 @@ def main() -> None:
     ap.add_argument("--faces", type=Path, default=Path("tests/data/faces"))
     ap.add_argument("--case", type=Path, help="Triaged case of --faces to reuse (else a new one).")
     ap.add_argument("--min-faces", type=int, nargs="+", default=[2, 3])
+    ap.add_argument(
+        "--widths",
+        type=int,
+        nargs="*",
+        default=[64, 40, 28, 20],
+        help="Face widths (px) for the low-resolution check; none to skip it.",
+    )
+    ap.add_argument("--orders", type=int, default=20, help="Shuffled orders per threshold.")
     ap.add_argument("--name", default="face_pairs", help="Result file name under results/.")
     ap.add_argument(
         "--assemble",
@@ -218,6 +309,8 @@ def main() -> None:
         for row in table:
             for n in args.min_faces:
                 row[f"persons_min_faces_{n}"] = cluster_quality(case, faces, row["threshold"], n)
+            row["shuffled_orders"] = order_robustness(faces, row["threshold"], args.orders)
+    lowres = low_resolution(args.faces, faces, args.widths, DEFAULT_MIN_SIMILARITY)
     missing = sorted(set(labels) - {Path(f.path).name for f in faces})
     s_sorted = sorted(same, key=lambda p: p["cosine"])
     d_sorted = sorted(diff, key=lambda p: -p["cosine"])
@@ -232,6 +325,7 @@ def main() -> None:
     head = f"{'T':>5} {'false merges':>14} {'splits':>13}"
     for n in args.min_faces:
         head += f" | min_faces={n}: clusters impure purity split found"
+    head += f" | of {args.orders} orders: merged split"
     print(head)
     for row in table:
         line = (
@@ -245,7 +339,17 @@ def main() -> None:
                 f"{q['purity'] if q['purity'] is not None else '-':>6} {len(q['people_split']):3d}"
                 f" {q['people_found']:2d}/{q['people']}"
             )
+        o = row["shuffled_orders"]
+        line += f" | {o['with_merged_people']:3d} {o['with_split_person']:3d}"
         print(line)
+    print(f"low resolution (at the default {DEFAULT_MIN_SIMILARITY}):")
+    for r in lowres:
+        print(
+            f"  face {r['face_width_px']:3d} px: found {r['faces_found']}/{r['photos']}, cosine to"
+            f" full size median {r['cosine_to_full_size_median']} min"
+            f" {r['cosine_to_full_size_min']}, same-person split rate"
+            f" {r['same_person_split_rate']}, false-merge rate {r['false_merge_rate']}"
+        )
     write_result(
         args.name,
         {
@@ -262,6 +366,7 @@ def main() -> None:
             "same_cosines": sorted(p["cosine"] for p in same),
             "different_cosines_top": [p["cosine"] for p in d_sorted[:50]],
             "table": table,
+            "low_resolution": lowres,
         },
     )
 
