@@ -8,7 +8,10 @@ left to right, ``;``-separated) is triaged by the real pass (``heroes triage``: 
   false-merge rate (different people at or above it) and the split rate (same person below);
 - persons: ``heroes persons --min-similarity T`` on the case, per threshold the clusters, the
   clusters holding more than one person, purity (share of clustered faces that belong to their
-  cluster's main person) and the people split over several clusters.
+  cluster's main person) and the people split over several clusters; and the same faces
+  clustered in shuffled orders (the pass stores faces in the order files finish);
+- low resolution: each one-person photo shrunk until its face is a few dozen pixels wide, run
+  through the pass's models again and compared with the person's other photos.
 
 The people named in a photo are its largest faces, matched left to right; any other face (a
 bystander) is left out of the pairs and counts as a person of its own in the clusters. Faces the
@@ -16,7 +19,7 @@ human-face check did not confirm are left out of both, as ``persons`` leaves the
 
     python benchmarks/bench_face_pairs.py --faces tests/data/faces
     # the calibration set: 74 photos of 19 adults, copied from checkouts of the two repositories
-    python benchmarks/bench_face_pairs.py --faces /tmp/calib --name face_pairs_calibration \
+    python benchmarks/bench_face_pairs.py --faces CALIB_DIR --name face_pairs_calibration \
         --assemble serengil/deepface=DEEPFACE_CHECKOUT ageitgey/face_recognition=FR_CHECKOUT
 
 Checkouts at the commits named in tests/data/faces/SOURCE.md give the published numbers.
