@@ -170,7 +170,7 @@ def test_persons_at_the_default_keeps_people_apart_and_together(
 def test_the_set_tells_thresholds_apart_a_lower_one_merges_people(
     reference: dict[str, Any],
 ) -> None:
-    """The purity check above can fail: at 0.90 (the default before calibration) ``persons``
+    """The purity check above can fail: at 0.90 (the default before issue 12) ``persons``
     puts different people of this set into one cluster."""
     clusters = _clusters(reference["case"], reference["faces"], min_similarity=0.90)
     assert any(len(set(c)) > 1 for c in clusters)
