@@ -317,4 +317,4 @@ def test_persons_help_shows_the_default_similarity() -> None:
     result = runner.invoke(app, ["persons", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert f"default {DEFAULT_MIN_SIMILARITY:.2f}" in result.output
-    assert DEFAULT_MIN_SIMILARITY == 0.92
+    assert DEFAULT_MIN_SIMILARITY == 0.94
