@@ -312,6 +312,11 @@ def _decoded_fraction(im: Image.Image, band: int = 64) -> float:
     return 0.0
 
 
+#: the filter that makes the working copy: Pillow's antialiased bilinear (1.6x cheaper than bicubic
+#: at web sizes; the detector and PDQ filter the copy again, so the sharper kernel bought nothing)
+WORKING_RESAMPLE = Image.Resampling.BILINEAR
+
+
 def _working_copy(
     im: Image.Image, working_size: int, orientation: int
 ) -> tuple[NDArray[np.uint8], NDArray[np.uint8] | None]:
@@ -323,7 +328,7 @@ def _working_copy(
     work = _working_mode(im)
     if work.mode in ("RGBA", "LA"):
         work = _reduce_in_strips(work, working_size)
-    work.thumbnail((working_size, working_size), Image.Resampling.BICUBIC)
+    work.thumbnail((working_size, working_size), WORKING_RESAMPLE)
     if orientation in _ORIENTATION_TRANSPOSE:
         work = work.transpose(_ORIENTATION_TRANSPOSE[orientation])
     return to_rgb_array(work), pdq_pixels(work)

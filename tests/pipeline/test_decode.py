@@ -21,6 +21,7 @@ from skimage import data as skdata
 
 from heroes.pipeline.decode import (
     MIN_DECODED_FRACTION,
+    WORKING_RESAMPLE,
     DecodeError,
     ImageAnalysis,
     analyze_image,
@@ -431,7 +432,7 @@ def test_an_rgba_image_reduced_in_strips_matches_pillows_own_thumbnail() -> None
     rgba = rng.integers(0, 256, (1500, 1100, 4), dtype=np.uint8)
     im = Image.fromarray(rgba, "RGBA")
     expected = im.copy()
-    expected.thumbnail((128, 128), Image.Resampling.BICUBIC)
+    expected.thumbnail((128, 128), WORKING_RESAMPLE)
     ours, _ = load_rgb(encode(im, "PNG"), working_size=128)
     assert ours.shape[:2] == (expected.height, expected.width)
     diff = np.abs(ours.astype(int) - to_rgb_array(expected).astype(int))
