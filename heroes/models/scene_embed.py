@@ -18,11 +18,12 @@ embedding's (the VLAD, PCA and flip steps together take about 1 ms), and OpenCV'
 doubles the image it is given, so it grows with the image area. The default ``scene-vlad-fast``
 codebook extracts its features from a copy whose longest side is 256 px, which costs about a
 quarter of the 512 px that the first model, ``scene-vlad``, uses (still shipped and loadable,
-since old cases hold its vectors; the two models' vectors are never mixed in one index). Its
-search quality is the same or better on the benchmarks (``benchmarks/bench_scene.py``): a scene
-vector describes the layout of a whole picture, which the coarse features of a small copy capture
-while the finest-scale keypoints of a large one are the most sensitive to recompression and
-rescaling.
+since old cases hold its vectors; the two models' vectors are never mixed in one index). It
+halves SIFT's contrast threshold (0.02), so that dark and low-contrast photos keep about as many
+keypoints as at 512 px. Its search quality is the same or better on the benchmarks
+(``benchmarks/bench_scene.py``): a scene vector describes the layout of a whole picture, which the
+coarse features of a small copy capture, while the finest-scale keypoints of a large one are the
+most sensitive to recompression and rescaling.
 
 Mirrored copies are a common edit when images are re-shared, and SIFT is not mirror-invariant. A
 horizontal flip of the image acts on a SIFT descriptor as a fixed permutation of its bins (spatial
@@ -72,10 +73,13 @@ LEGACY_ASSET = "scene_codebook.npz"
 #: the geometric re-check matches keypoints at this size whatever the codebook (see ``features``)
 RECHECK_SIDE = 512
 RECHECK_FEATURES = 1000
-# version 1 files (``scene-vlad``) hold no extraction size: they were trained at 512 px / 1000
-# keypoints; version 2 adds ``max_side`` and ``max_features``.
+#: OpenCV's default SIFT contrast threshold, which ``scene-vlad`` used
+DEFAULT_CONTRAST = 0.04
+# version 1 files (``scene-vlad``) hold no extraction parameters: they were trained at 512 px,
+# 1000 keypoints and OpenCV's contrast threshold; version 2 adds ``max_side``, ``max_features``
+# and ``contrast_threshold``.
 _FORMAT_VERSION = 2
-_V1_EXTRACTION = (512, 1000)
+_V1_EXTRACTION = (512, 1000, DEFAULT_CONTRAST)
 _EPS = 1e-12
 
 # SIFT's 4x4 spatial grid is indexed (row, col) in the keypoint frame, each cell holding 8
@@ -97,9 +101,10 @@ class SceneCodebook:
 
     ``pca_scale`` multiplies each projected component; it is all ones for plain PCA and
     ``eigenvalue ** -whiten_power`` when the codebook was trained with (partial) whitening.
-    ``max_side`` and ``max_features`` are how the features it aggregates are extracted (longest
-    side of the grayscale copy, strongest keypoints kept): a codebook only describes descriptors
-    extracted the way it was trained, so they travel with it.
+    ``max_side``, ``max_features`` and ``contrast_threshold`` are how the features it aggregates
+    are extracted (longest side of the grayscale copy, strongest keypoints kept, SIFT's contrast
+    threshold): a codebook only describes descriptors extracted the way it was trained, so they
+    travel with it.
     Arrays are made read-only so that a cached default codebook cannot be altered by a caller.
     """
 
@@ -111,13 +116,16 @@ class SceneCodebook:
     alpha: float = 0.5
     max_side: int = 512
     max_features: int = 1000
+    contrast_threshold: float = DEFAULT_CONTRAST
     _index: faiss.IndexFlatL2 = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         centroids = _readonly(self.centroids)
         k = centroids.shape[0]
-        if self.max_side < 16 or self.max_features < 1:
-            raise ValueError("max_side must be at least 16 and max_features positive")
+        if self.max_side < 16 or self.max_features < 1 or not self.contrast_threshold > 0:
+            raise ValueError(
+                "max_side must be at least 16, max_features and contrast_threshold positive"
+            )
         if centroids.ndim != 2 or centroids.shape[1] != DESCRIPTOR_DIM or k < 1:
             raise ValueError(f"centroids must be (K, {DESCRIPTOR_DIM}), got {centroids.shape}")
         mean = _readonly(self.pca_mean).reshape(-1)
@@ -151,6 +159,7 @@ class SceneCodebook:
                 self.alpha,
                 self.max_side,
                 self.max_features,
+                self.contrast_threshold,
             ),
         )
 
@@ -200,7 +209,8 @@ class SceneCodebook:
         row_max = np.abs(comps).max(axis=1)
         q_scale = np.where(row_max > 0, row_max / 127.0, 1.0).astype(np.float32)
         q = np.clip(np.rint(comps / q_scale[:, None]), -127, 127).astype(np.int8)
-        v1 = (self.max_side, self.max_features) == _V1_EXTRACTION
+        extraction = (self.max_side, self.max_features, self.contrast_threshold)
+        v1 = extraction == _V1_EXTRACTION
         arrays: dict[str, object] = {
             "version": np.int32(1 if v1 else _FORMAT_VERSION),
             "centroids": self.centroids.astype(np.float16),
@@ -214,6 +224,7 @@ class SceneCodebook:
         if not v1:
             arrays["max_side"] = np.int32(self.max_side)
             arrays["max_features"] = np.int32(self.max_features)
+            arrays["contrast_threshold"] = np.float64(self.contrast_threshold)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, value in arrays.items():
                 buf = io.BytesIO()
@@ -230,9 +241,10 @@ class SceneCodebook:
             if version not in (1, _FORMAT_VERSION):
                 raise ValueError(f"unsupported scene codebook format version {version}")
             if version == 1:
-                max_side, max_features = _V1_EXTRACTION
+                max_side, max_features, contrast = _V1_EXTRACTION
             else:
                 max_side, max_features = int(z["max_side"]), int(z["max_features"])
+                contrast = float(z["contrast_threshold"])
             comps = z["pca_components_q"].astype(np.float32) * z["pca_components_scale"][:, None]
             return cls(
                 centroids=z["centroids"].astype(np.float32),
@@ -243,6 +255,7 @@ class SceneCodebook:
                 alpha=float(z["alpha"]),
                 max_side=max_side,
                 max_features=max_features,
+                contrast_threshold=contrast,
             )
 
 
@@ -269,7 +282,9 @@ def _l2_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def rootsift(
-    gray: NDArray[np.uint8], max_features: int = 1000
+    gray: NDArray[np.uint8],
+    max_features: int = 1000,
+    contrast_threshold: float = DEFAULT_CONTRAST,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """SIFT keypoints and RootSIFT descriptors of a grayscale image.
 
@@ -277,11 +292,12 @@ def rootsift(
     which down-weights the largest histogram bins and improves matching and clustering at no cost.
     Returns ``(M, 2)`` (x, y) positions and ``(M, 128)`` descriptors; both are empty for an image
     without any detectable structure. At most ``max_features`` keypoints, the strongest, are kept.
+    A lower ``contrast_threshold`` keeps weaker extrema (more keypoints in dark or flat images).
     """
     gray = np.ascontiguousarray(gray, dtype=np.uint8)
     if gray.ndim != 2:
         raise ValueError(f"rootsift expects a 2-D grayscale image, got shape {gray.shape}")
-    sift = cv2.SIFT_create(nfeatures=max_features)
+    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast_threshold)
     kps, desc = sift.detectAndCompute(gray, None)
     if desc is None or len(kps) == 0:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32)
@@ -367,12 +383,15 @@ def _working_gray(image: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
 
 
 def _extract(
-    image: NDArray[np.uint8], max_side: int, max_features: int
+    image: NDArray[np.uint8],
+    max_side: int,
+    max_features: int,
+    contrast_threshold: float = DEFAULT_CONTRAST,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     gray = _working_gray(image, max_side)
     if gray.size == 0:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32)
-    return rootsift(gray, max_features)
+    return rootsift(gray, max_features, contrast_threshold)
 
 
 class SceneEmbedder:
@@ -425,7 +444,7 @@ class SceneEmbedder:
         self, image: NDArray[np.uint8]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The keypoints and descriptors that the embedding aggregates (at ``max_side``)."""
-        return _extract(image, self.max_side, self.max_features)
+        return _extract(image, self.max_side, self.max_features, self.codebook.contrast_threshold)
 
     def vlads(self, images: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """Un-projected normalised VLADs, ``(N, K*128)``; the input to PCA training."""
@@ -551,6 +570,7 @@ def train_codebook(
     whiten_power: float = 0.0,
     max_side: int = 512,
     max_features: int = 1000,
+    contrast_threshold: float = DEFAULT_CONTRAST,
     niter: int = 25,
 ) -> SceneCodebook:
     """Learn centroids (seeded FAISS k-means on RootSIFT) and PCA (numpy SVD on the VLADs).
@@ -559,13 +579,13 @@ def train_codebook(
     PCA, 0.5 full whitening. Full whitening needs many more training images than components to
     estimate the small eigenvalues; with few it mostly amplifies noise. PCA signs are fixed (the
     largest entry of each component is positive) so that a retrained codebook does not flip
-    components arbitrarily. Needs more images than ``pca_dim``. ``max_side`` and
-    ``max_features`` (how features are extracted) are stored in the codebook, so that an
-    embedder built on it extracts them the same way.
+    components arbitrarily. Needs more images than ``pca_dim``. ``max_side``, ``max_features``
+    and ``contrast_threshold`` (how features are extracted) are stored in the codebook, so that
+    an embedder built on it extracts them the same way.
     """
     if len(images) <= pca_dim:
         raise ValueError(f"need more than pca_dim={pca_dim} training images, got {len(images)}")
-    descs = [_extract(image, max_side, max_features)[1] for image in images]
+    descs = [_extract(im, max_side, max_features, contrast_threshold)[1] for im in images]
     pool = np.concatenate(descs)
     if flip_invariant:
         pool = np.concatenate([pool, flip_descriptors(pool)])
@@ -584,6 +604,7 @@ def train_codebook(
         flip_invariant=flip_invariant,
         max_side=max_side,
         max_features=max_features,
+        contrast_threshold=contrast_threshold,
     )
     x = vlad_batch(descs, provisional).astype(np.float64)
     mean = x.mean(axis=0)
@@ -601,4 +622,5 @@ def train_codebook(
         flip_invariant=flip_invariant,
         max_side=max_side,
         max_features=max_features,
+        contrast_threshold=contrast_threshold,
     )

@@ -205,9 +205,13 @@ def test_rootsift_descriptors_are_non_negative_unit_vectors(photos) -> None:
 
 
 @pytest.mark.parametrize(
-    ("asset", "max_side"), [(DEFAULT_ASSET, 256), (LEGACY_ASSET, 512)], ids=["fast", "legacy"]
+    ("asset", "max_side", "contrast"),
+    [(DEFAULT_ASSET, 256, 0.02), (LEGACY_ASSET, 512, 0.04)],
+    ids=["fast", "legacy"],
 )
-def test_a_shipped_codebook_saves_back_to_its_bytes_and_loads_unchanged(asset, max_side) -> None:
+def test_a_shipped_codebook_saves_back_to_its_bytes_and_loads_unchanged(
+    asset, max_side, contrast
+) -> None:
     codebook = load_shipped_codebook(asset)
     buf = io.BytesIO()
     codebook.save(buf)
@@ -219,6 +223,20 @@ def test_a_shipped_codebook_saves_back_to_its_bytes_and_loads_unchanged(asset, m
         assert np.array_equal(getattr(codebook, name), getattr(again, name)), name
     assert (again.k, again.dim, again.flip_invariant) == (codebook.k, codebook.dim, True)
     assert (again.max_side, again.max_features) == (max_side, 1000)
+    assert again.contrast_threshold == contrast == codebook.contrast_threshold
+
+
+def test_a_dark_photo_keeps_keypoints_at_256_px(photos) -> None:
+    # a photo taken in low light: the 512 px model at OpenCV's contrast threshold finds nothing
+    dark = (photos["chelsea"].astype(np.float32) * 0.25).astype(np.uint8)
+    legacy = SceneEmbedder(load_shipped_codebook(LEGACY_ASSET))
+    fast = SceneEmbedder()
+    assert len(legacy.embedding_features(dark)[0]) == 0 and not legacy.embed([dark]).any()
+    assert len(fast.embedding_features(dark)[0]) >= 20
+    # and its vector still finds the photo it was taken from among the others
+    names = [n for n in photos if n != "cat"]
+    gallery = fast.embed([photos[n] for n in names])
+    assert names[int(np.argmax(gallery @ fast.embed([dark])[0]))] == "chelsea"
 
 
 def test_the_default_codebook_is_the_fast_model_and_the_settings_name_it() -> None:
@@ -295,12 +313,18 @@ def test_train_codebook_is_deterministic_for_a_seed(photos) -> None:
 
 def test_a_trained_codebook_round_trips_within_int8_precision(photos, tmp_path) -> None:
     images = _small_training_set(photos)
-    codebook = train_codebook(images, k=8, pca_dim=6, seed=0, max_side=128, max_features=300)
-    assert (codebook.max_side, codebook.max_features) == (128, 300)
+    codebook = train_codebook(
+        images, k=8, pca_dim=6, seed=0, max_side=128, max_features=300, contrast_threshold=0.03
+    )
+    assert (codebook.max_side, codebook.max_features, codebook.contrast_threshold) == (
+        128,
+        300,
+        0.03,
+    )
     path = tmp_path / "codebook.npz"
     codebook.save(path)
     loaded = SceneCodebook.load(path)
-    assert (loaded.max_side, loaded.max_features) == (128, 300)
+    assert (loaded.max_side, loaded.max_features, loaded.contrast_threshold) == (128, 300, 0.03)
     before = SceneEmbedder(codebook).embed(images[:4])
     after = SceneEmbedder(loaded).embed(images[:4])
     assert (np.sum(before * after, axis=1) > 0.999).all()
