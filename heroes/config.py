@@ -189,7 +189,7 @@ class Settings(BaseSettings):
     hash_chunk: int = Field(1 * MiB, ge=4096, description="read size when hashing")
     models: bool = Field(True, description="run the models (detector, faces, scene) on images")
     device: str | None = Field(None, description="cpu | cuda | tensorrt (default: best installed)")
-    scene_model: str = Field("scene-vlad", description="scene embedding model (manifest name)")
+    scene_model: str = Field("scene-vlad-fast", description="scene embedding model (manifest name)")
     face_model: str = Field("dlib-face-resnet", description="face identity model (manifest name)")
     detector_model: str = Field(
         "nudenet-320n", description="nudity and face detector (manifest name)"

@@ -278,7 +278,7 @@ def search_scene(
 ) -> list[SearchHit]:
     """The query image's scene embedding searched in the cases' scene indexes.
 
-    With ``recheck`` (the SIFT-VLAD model only), the hits whose file is on disk are re-ordered
+    With ``recheck`` (the SIFT-VLAD models only), the hits whose file is on disk are re-ordered
     by geometric agreement (RANSAC inliers) with the query."""
     settings = settings or get_settings()
     with _open_cases(cases, settings, refresh) as stores:
@@ -292,9 +292,16 @@ def search_scene(
         if not np.any(q):
             raise SearchError("the query image has no local features to compare (flat or empty)")
         hits = _resolve([(h, None, None) for h in search_many(indexes, q, k)[0]], stores, "scene")
-        if recheck and settings.scene_model == "scene-vlad":
+        if recheck and _is_sift_vlad(settings.scene_model):
             hits = _recheck(rgb, hits, stores, settings)
         return hits
+
+
+def _is_sift_vlad(model: str) -> bool:
+    """Whether a scene model is a SIFT-VLAD codebook (``scene-vlad``, ``scene-vlad-fast``)."""
+    from heroes.models import registry
+
+    return registry.get_spec(model).format == "npz"
 
 
 def _recheck(

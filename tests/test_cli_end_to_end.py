@@ -363,6 +363,7 @@ def test_models_are_listed_with_licences_and_usable(demo: dict[str, Any]) -> Non
     assert result.exit_code == 0, result.output
     for name in ("nudenet-320n", "age-v1", "dlib-face-resnet", "dlib-landmarks-5", "scene-vlad"):
         assert name in result.output
+    assert "scene-vlad-fast" in result.output
     assert "AGPL-3.0" in result.output and "CC0-1.0" in result.output
     assert "no:" not in result.output
     assert demo["summary"]["models"] == {
@@ -370,7 +371,7 @@ def test_models_are_listed_with_licences_and_usable(demo: dict[str, Any]) -> Non
         "dlib-landmarks-5": "ok",
         "age-v1": "ok",
         "dlib-face-resnet": "ok",
-        "scene-vlad": "ok",
+        "scene-vlad-fast": "ok",
     }
 
 

@@ -9,9 +9,21 @@ must work on a bare machine. Each image becomes one vector in three steps:
 2. **VLAD** aggregation against a small k-means codebook: residuals to the nearest centroid summed
    per centroid, then power-law, intra- and L2-normalised, so that bursts of repeated texture
    (tiles, wallpaper, carpet) cannot dominate the vector.
-3. **PCA** to ``dim`` dimensions (128 for the shipped codebook: 32 centroids x 128 = 4096-d
+3. **PCA** to ``dim`` dimensions (128 for the shipped codebooks: 32 centroids x 128 = 4096-d
    VLADs), so that the vectors are cheap to store and search with a flat FAISS inner-product
    index.
+
+A codebook carries the size at which its features are extracted. SIFT's cost is almost all of an
+embedding's (the VLAD, PCA and flip steps together take about 1 ms), and OpenCV's SIFT first
+doubles the image it is given, so it grows with the image area. The default ``scene-vlad-fast``
+codebook extracts its features from a copy whose longest side is 256 px, which costs about a
+quarter of the 512 px that the first model, ``scene-vlad``, uses (still shipped and loadable,
+since old cases hold its vectors; the two models' vectors are never mixed in one index). It
+halves SIFT's contrast threshold (0.02), so that dark and low-contrast photos keep about as many
+keypoints as at 512 px. Its search quality is the same or better on the benchmarks
+(``benchmarks/bench_scene.py``): a scene vector describes the layout of a whole picture, which the
+coarse features of a small copy capture, while the finest-scale keypoints of a large one are the
+most sensitive to recompression and rescaling.
 
 Mirrored copies are a common edit when images are re-shared, and SIFT is not mirror-invariant. A
 horizontal flip of the image acts on a SIFT descriptor as a fixed permutation of its bins (spatial
@@ -46,6 +58,7 @@ __all__ = [
     "flip_descriptors",
     "geometric_inliers",
     "load_default_codebook",
+    "load_shipped_codebook",
     "rerank",
     "rootsift",
     "train_codebook",
@@ -54,8 +67,19 @@ __all__ = [
 ]
 
 DESCRIPTOR_DIM = 128
-DEFAULT_ASSET = "scene_codebook.npz"
-_FORMAT_VERSION = 1
+DEFAULT_ASSET = "scene_codebook_fast.npz"
+#: the first model's codebook (``scene-vlad``: features at 512 px), kept for the cases it indexed
+LEGACY_ASSET = "scene_codebook.npz"
+#: the geometric re-check matches keypoints at this size whatever the codebook (see ``features``)
+RECHECK_SIDE = 512
+RECHECK_FEATURES = 1000
+#: OpenCV's default SIFT contrast threshold, which ``scene-vlad`` used
+DEFAULT_CONTRAST = 0.04
+# version 1 files (``scene-vlad``) hold no extraction parameters: they were trained at 512 px,
+# 1000 keypoints and OpenCV's contrast threshold; version 2 adds ``max_side``, ``max_features``
+# and ``contrast_threshold``.
+_FORMAT_VERSION = 2
+_V1_EXTRACTION = (512, 1000, DEFAULT_CONTRAST)
 _EPS = 1e-12
 
 # SIFT's 4x4 spatial grid is indexed (row, col) in the keypoint frame, each cell holding 8
@@ -77,6 +101,10 @@ class SceneCodebook:
 
     ``pca_scale`` multiplies each projected component; it is all ones for plain PCA and
     ``eigenvalue ** -whiten_power`` when the codebook was trained with (partial) whitening.
+    ``max_side``, ``max_features`` and ``contrast_threshold`` are how the features it aggregates
+    are extracted (longest side of the grayscale copy, strongest keypoints kept, SIFT's contrast
+    threshold): a codebook only describes descriptors extracted the way it was trained, so they
+    travel with it.
     Arrays are made read-only so that a cached default codebook cannot be altered by a caller.
     """
 
@@ -86,11 +114,18 @@ class SceneCodebook:
     pca_scale: NDArray[np.float32]
     flip_invariant: bool = True
     alpha: float = 0.5
+    max_side: int = 512
+    max_features: int = 1000
+    contrast_threshold: float = DEFAULT_CONTRAST
     _index: faiss.IndexFlatL2 = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         centroids = _readonly(self.centroids)
         k = centroids.shape[0]
+        if self.max_side < 16 or self.max_features < 1 or not self.contrast_threshold > 0:
+            raise ValueError(
+                "max_side must be at least 16, max_features and contrast_threshold positive"
+            )
         if centroids.ndim != 2 or centroids.shape[1] != DESCRIPTOR_DIM or k < 1:
             raise ValueError(f"centroids must be (K, {DESCRIPTOR_DIM}), got {centroids.shape}")
         mean = _readonly(self.pca_mean).reshape(-1)
@@ -122,6 +157,9 @@ class SceneCodebook:
                 self.pca_scale,
                 self.flip_invariant,
                 self.alpha,
+                self.max_side,
+                self.max_features,
+                self.contrast_threshold,
             ),
         )
 
@@ -163,14 +201,18 @@ class SceneCodebook:
         Int8 keeps the shipped asset well under 1 MB; the error it adds is about 1 % of each
         projected coordinate, far below the margins that separate a match from a non-match.
         Zip entries get a fixed timestamp, so the same codebook always gives the same bytes (and
-        the same sha256 in its manifest), and saving a loaded codebook reproduces the file.
+        the same sha256 in its manifest), and saving a loaded codebook reproduces the file. A
+        codebook with the first model's extraction size (512 px, 1000 keypoints) is written in
+        the version 1 layout, which is what ``scene-vlad``'s shipped file holds.
         """
         comps = np.asarray(self.pca_components, dtype=np.float32)
         row_max = np.abs(comps).max(axis=1)
         q_scale = np.where(row_max > 0, row_max / 127.0, 1.0).astype(np.float32)
         q = np.clip(np.rint(comps / q_scale[:, None]), -127, 127).astype(np.int8)
-        arrays = {
-            "version": np.int32(_FORMAT_VERSION),
+        extraction = (self.max_side, self.max_features, self.contrast_threshold)
+        v1 = extraction == _V1_EXTRACTION
+        arrays: dict[str, object] = {
+            "version": np.int32(1 if v1 else _FORMAT_VERSION),
             "centroids": self.centroids.astype(np.float16),
             "pca_mean": self.pca_mean.astype(np.float16),
             "pca_components_q": q,
@@ -179,6 +221,10 @@ class SceneCodebook:
             "flip_invariant": np.bool_(self.flip_invariant),
             "alpha": np.float32(self.alpha),
         }
+        if not v1:
+            arrays["max_side"] = np.int32(self.max_side)
+            arrays["max_features"] = np.int32(self.max_features)
+            arrays["contrast_threshold"] = np.float64(self.contrast_threshold)
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, value in arrays.items():
                 buf = io.BytesIO()
@@ -192,8 +238,13 @@ class SceneCodebook:
         """Read a codebook written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as z:
             version = int(z["version"])
-            if version != _FORMAT_VERSION:
+            if version not in (1, _FORMAT_VERSION):
                 raise ValueError(f"unsupported scene codebook format version {version}")
+            if version == 1:
+                max_side, max_features, contrast = _V1_EXTRACTION
+            else:
+                max_side, max_features = int(z["max_side"]), int(z["max_features"])
+                contrast = float(z["contrast_threshold"])
             comps = z["pca_components_q"].astype(np.float32) * z["pca_components_scale"][:, None]
             return cls(
                 centroids=z["centroids"].astype(np.float32),
@@ -202,18 +253,27 @@ class SceneCodebook:
                 pca_scale=z["pca_scale"].astype(np.float32),
                 flip_invariant=bool(z["flip_invariant"]),
                 alpha=float(z["alpha"]),
+                max_side=max_side,
+                max_features=max_features,
+                contrast_threshold=contrast,
             )
 
 
 @functools.cache
+def load_shipped_codebook(asset: str) -> SceneCodebook:
+    """A codebook shipped in ``heroes/models/assets/``, by file name, loaded once."""
+    ref = importlib.resources.files("heroes.models").joinpath("assets", asset)
+    return SceneCodebook.load(io.BytesIO(ref.read_bytes()))
+
+
 def load_default_codebook() -> SceneCodebook:
-    """The shipped codebook (``heroes/models/assets/scene_codebook.npz``), loaded once.
+    """The default codebook (``scene-vlad-fast``: ``assets/scene_codebook_fast.npz``), loaded once.
 
     It is trained by ``heroes/models/train_scene_codebook.py`` from benign photos that ship with
     scikit-image and scikit-learn, so it can be regenerated and audited without any download.
+    ``load_shipped_codebook(LEGACY_ASSET)`` gives the first model's (``scene-vlad``).
     """
-    ref = importlib.resources.files("heroes.models").joinpath("assets", DEFAULT_ASSET)
-    return SceneCodebook.load(io.BytesIO(ref.read_bytes()))
+    return load_shipped_codebook(DEFAULT_ASSET)
 
 
 def _l2_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -222,7 +282,9 @@ def _l2_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def rootsift(
-    gray: NDArray[np.uint8], max_features: int = 1000
+    gray: NDArray[np.uint8],
+    max_features: int = 1000,
+    contrast_threshold: float = DEFAULT_CONTRAST,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """SIFT keypoints and RootSIFT descriptors of a grayscale image.
 
@@ -230,11 +292,12 @@ def rootsift(
     which down-weights the largest histogram bins and improves matching and clustering at no cost.
     Returns ``(M, 2)`` (x, y) positions and ``(M, 128)`` descriptors; both are empty for an image
     without any detectable structure. At most ``max_features`` keypoints, the strongest, are kept.
+    A lower ``contrast_threshold`` keeps weaker extrema (more keypoints in dark or flat images).
     """
     gray = np.ascontiguousarray(gray, dtype=np.uint8)
     if gray.ndim != 2:
         raise ValueError(f"rootsift expects a 2-D grayscale image, got shape {gray.shape}")
-    sift = cv2.SIFT_create(nfeatures=max_features)
+    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast_threshold)
     kps, desc = sift.detectAndCompute(gray, None)
     if desc is None or len(kps) == 0:
         return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32)
@@ -319,13 +382,29 @@ def _working_gray(image: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:
     return gray
 
 
+def _extract(
+    image: NDArray[np.uint8],
+    max_side: int,
+    max_features: int,
+    contrast_threshold: float = DEFAULT_CONTRAST,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    gray = _working_gray(image, max_side)
+    if gray.size == 0:
+        return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32)
+    return rootsift(gray, max_features, contrast_threshold)
+
+
 class SceneEmbedder:
     """RGB images -> L2-normalised scene vectors (``dim`` floats) for cosine search.
 
     Images are converted to grayscale and downscaled so that the longest side is at most
-    ``max_side``; this bounds the cost per image and puts full-size originals and their reduced
-    copies on the same scale. Smaller images are not upscaled (SIFT already doubles its first
-    octave).
+    ``max_side`` (the codebook's unless given); this bounds the cost per image and puts
+    full-size originals and their reduced copies on the same scale. Smaller images are not
+    upscaled (SIFT already doubles its first octave).
+
+    The keypoints of the geometric re-check (:meth:`features`) are extracted at
+    ``recheck_side`` (512 px) whatever the codebook: RANSAC needs many well-localised matches,
+    and it runs only on the few hits an investigator looks at, so its cost does not matter.
 
     An image in which SIFT finds no keypoint (flat colour, a blank frame) embeds to the **zero
     vector**: its cosine similarity to everything is 0, so it can never surface as a match, and
@@ -337,32 +416,39 @@ class SceneEmbedder:
         self,
         codebook: SceneCodebook | None = None,
         *,
-        max_side: int = 512,
-        max_features: int = 1000,
+        max_side: int | None = None,
+        max_features: int | None = None,
+        recheck_side: int = RECHECK_SIDE,
+        recheck_features: int = RECHECK_FEATURES,
     ) -> None:
-        if max_side < 16:
-            raise ValueError("max_side must be at least 16")
-        if max_features < 1:
-            raise ValueError("max_features must be positive")
         self.codebook = codebook if codebook is not None else load_default_codebook()
-        self.max_side = max_side
-        self.max_features = max_features
+        self.max_side = self.codebook.max_side if max_side is None else max_side
+        self.max_features = self.codebook.max_features if max_features is None else max_features
+        if min(self.max_side, recheck_side) < 16:
+            raise ValueError("max_side and recheck_side must be at least 16")
+        if min(self.max_features, recheck_features) < 1:
+            raise ValueError("max_features and recheck_features must be positive")
+        self.recheck_side = recheck_side
+        self.recheck_features = recheck_features
         self.dim: int = self.codebook.dim
 
     def features(self, image: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """RootSIFT keypoints and descriptors of one image, for the geometric re-check.
 
-        Keypoint coordinates are in the working image (longest side at most ``max_side``), so
-        that RANSAC pixel thresholds mean the same thing for every image.
+        Keypoint coordinates are in the working image (longest side at most ``recheck_side``),
+        so that RANSAC pixel thresholds mean the same thing for every image.
         """
-        gray = _working_gray(image, self.max_side)
-        if gray.size == 0:
-            return np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.float32)
-        return rootsift(gray, self.max_features)
+        return _extract(image, self.recheck_side, self.recheck_features)
+
+    def embedding_features(
+        self, image: NDArray[np.uint8]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The keypoints and descriptors that the embedding aggregates (at ``max_side``)."""
+        return _extract(image, self.max_side, self.max_features, self.codebook.contrast_threshold)
 
     def vlads(self, images: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """Un-projected normalised VLADs, ``(N, K*128)``; the input to PCA training."""
-        return vlad_batch([self.features(image)[1] for image in images], self.codebook)
+        return vlad_batch([self.embedding_features(im)[1] for im in images], self.codebook)
 
     def embed(self, images: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
         """``[N, dim]`` float32 rows of unit norm, or all zeros for images without features."""
@@ -484,6 +570,7 @@ def train_codebook(
     whiten_power: float = 0.0,
     max_side: int = 512,
     max_features: int = 1000,
+    contrast_threshold: float = DEFAULT_CONTRAST,
     niter: int = 25,
 ) -> SceneCodebook:
     """Learn centroids (seeded FAISS k-means on RootSIFT) and PCA (numpy SVD on the VLADs).
@@ -492,15 +579,13 @@ def train_codebook(
     PCA, 0.5 full whitening. Full whitening needs many more training images than components to
     estimate the small eigenvalues; with few it mostly amplifies noise. PCA signs are fixed (the
     largest entry of each component is positive) so that a retrained codebook does not flip
-    components arbitrarily. Needs more images than ``pca_dim``.
+    components arbitrarily. Needs more images than ``pca_dim``. ``max_side``, ``max_features``
+    and ``contrast_threshold`` (how features are extracted) are stored in the codebook, so that
+    an embedder built on it extracts them the same way.
     """
     if len(images) <= pca_dim:
         raise ValueError(f"need more than pca_dim={pca_dim} training images, got {len(images)}")
-    descs = []
-    for image in images:
-        d = _working_gray(image, max_side)
-        desc = rootsift(d, max_features)[1] if d.size else np.zeros((0, DESCRIPTOR_DIM))
-        descs.append(desc.astype(np.float32))
+    descs = [_extract(im, max_side, max_features, contrast_threshold)[1] for im in images]
     pool = np.concatenate(descs)
     if flip_invariant:
         pool = np.concatenate([pool, flip_descriptors(pool)])
@@ -517,6 +602,9 @@ def train_codebook(
         pca_components=np.zeros((1, kd), np.float32),
         pca_scale=np.ones(1, np.float32),
         flip_invariant=flip_invariant,
+        max_side=max_side,
+        max_features=max_features,
+        contrast_threshold=contrast_threshold,
     )
     x = vlad_batch(descs, provisional).astype(np.float64)
     mean = x.mean(axis=0)
@@ -532,4 +620,7 @@ def train_codebook(
         pca_components=comps.astype(np.float32),
         pca_scale=(scale / scale[0]).astype(np.float32),
         flip_invariant=flip_invariant,
+        max_side=max_side,
+        max_features=max_features,
+        contrast_threshold=contrast_threshold,
     )

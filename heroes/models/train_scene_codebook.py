@@ -1,8 +1,11 @@
-"""Regenerate ``heroes/models/assets/scene_codebook.npz``, the default scene-embedding codebook.
+"""Regenerate the scene-embedding codebooks in ``heroes/models/assets/``.
 
-Run ``python -m heroes.models.train_scene_codebook`` (needs the ``dev`` extras: scikit-image and
-scikit-learn, whose bundled sample photos are the only training data). Everything is seeded, so a
-rerun with the same library versions gives the same arrays.
+Run ``python -m heroes.models.train_scene_codebook`` for the default ``scene-vlad-fast``
+(``scene_codebook_fast.npz``: features of a 256 px copy, SIFT contrast threshold 0.02) or with
+``--model scene-vlad`` for the first model (``scene_codebook.npz``: 512 px). Needs the ``dev``
+extras: scikit-image and scikit-learn, whose bundled sample photos are the only training data.
+Everything is seeded, so a rerun with the same library versions gives the same arrays; after a
+retrain, put the file's new sha256 in its manifest (``heroes/models/manifests/``).
 
 Training data: the benign sample photos that ship with scikit-image and scikit-learn, each as is,
 mirrored, and in random crops / rescales / JPEG recompressions (about half of them mirrored), so
@@ -20,7 +23,13 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from heroes.models.scene_embed import DEFAULT_ASSET, SceneCodebook, train_codebook
+from heroes.models.scene_embed import (
+    DEFAULT_ASSET,
+    DEFAULT_CONTRAST,
+    LEGACY_ASSET,
+    SceneCodebook,
+    train_codebook,
+)
 
 SKIMAGE_PHOTOS = (
     "astronaut",
@@ -46,6 +55,14 @@ K = 32
 PCA_DIM = 128
 SEED = 0
 AUGMENTATIONS_PER_PHOTO = 12
+#: manifest name -> (asset file, longest side of the copy SIFT runs on, keypoints kept, SIFT
+#: contrast threshold). The fast model's lower threshold gives a 256 px copy about as many
+#: keypoints in dark and low-contrast photos as the first model finds at 512 px.
+MODELS = {
+    "scene-vlad-fast": (DEFAULT_ASSET, 256, 1000, 0.02),
+    "scene-vlad": (LEGACY_ASSET, 512, 1000, DEFAULT_CONTRAST),
+}
+DEFAULT_MODEL = "scene-vlad-fast"
 
 
 def as_rgb(image: NDArray) -> NDArray[np.uint8]:
@@ -110,24 +127,39 @@ def training_images(seed: int = SEED) -> list[NDArray[np.uint8]]:
     return images
 
 
-def build(seed: int = SEED) -> SceneCodebook:
-    return train_codebook(training_images(seed), k=K, pca_dim=PCA_DIM, seed=seed)
+def build(seed: int = SEED, model: str = DEFAULT_MODEL) -> SceneCodebook:
+    _asset, max_side, max_features, contrast = MODELS[model]
+    return train_codebook(
+        training_images(seed),
+        k=K,
+        pca_dim=PCA_DIM,
+        seed=seed,
+        max_side=max_side,
+        max_features=max_features,
+        contrast_threshold=contrast,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default=DEFAULT_MODEL)
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(__file__).resolve().parent / "assets" / DEFAULT_ASSET,
-        help="where to write the codebook (default: the shipped asset)",
+        default=None,
+        help="where to write the codebook (default: the model's shipped asset)",
     )
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
-    codebook = build(args.seed)
+    if args.out is None:
+        args.out = Path(__file__).resolve().parent / "assets" / MODELS[args.model][0]
+    codebook = build(args.seed, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     codebook.save(args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes): K={codebook.k}, dim={codebook.dim}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size} bytes): K={codebook.k}, dim={codebook.dim}, "
+        f"features at {codebook.max_side} px"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 The gallery is every sample photo that ships with scikit-image and scikit-learn. The two views of
 ``stereo_motorcycle`` were held out of codebook training, so finding one from the other is a real
 "same scene, different viewpoint" test rather than recall of training data.
+
+The retrieval tests run on the default model (``scene-vlad-fast``, features of a 256 px copy) and
+on the first one (``scene-vlad``, 512 px), which old cases still hold vectors of.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import skimage.data
 from numpy.typing import NDArray
 from sklearn.datasets import load_sample_images
 
+from heroes.models import registry
 from heroes.models.scene_embed import (
+    DEFAULT_ASSET,
+    LEGACY_ASSET,
     SceneCodebook,
     SceneEmbedder,
     flip_descriptors,
     geometric_inliers,
     load_default_codebook,
+    load_shipped_codebook,
     rerank,
     rootsift,
     train_codebook,
@@ -65,9 +72,11 @@ def stereo() -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
     return left, right
 
 
-@pytest.fixture(scope="module")
-def embedder() -> SceneEmbedder:
-    return SceneEmbedder()
+@pytest.fixture(scope="module", params=["scene-vlad-fast", "scene-vlad"])
+def embedder(request: pytest.FixtureRequest) -> SceneEmbedder:
+    """Each shipped model, loaded the way the pass loads it (manifest, checksum, file)."""
+    spec = registry.get_spec(request.param)
+    return SceneEmbedder(SceneCodebook.load(registry.resolve(spec)))
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +110,9 @@ def test_the_right_motorcycle_view_finds_the_left_view_first(embedder, gallery, 
     assert other > best_unrelated + 0.2, (other, best_unrelated)
 
 
-def test_the_geometric_recheck_gives_the_other_view_by_far_the_most_inliers(
-    embedder, photos, stereo
-) -> None:
+def test_the_geometric_recheck_gives_the_other_view_by_far_the_most_inliers(photos, stereo) -> None:
+    # re-check keypoints are the same for every codebook (see the 512 px test below)
+    embedder = SceneEmbedder()
     left, right = stereo
     for query, other in ((left, right), (right, left)):
         q = embedder.features(query)
@@ -156,7 +165,7 @@ def test_embeddings_are_unit_vectors_of_the_declared_dimension(embedder, gallery
 
 def test_the_same_image_always_gives_the_same_vector(embedder, photos) -> None:
     a = embedder.embed([photos["coffee"]])
-    b = SceneEmbedder(load_default_codebook()).embed([photos["coffee"].copy()])
+    b = SceneEmbedder(embedder.codebook).embed([photos["coffee"].copy()])
     assert np.array_equal(a, b)
 
 
@@ -195,17 +204,92 @@ def test_rootsift_descriptors_are_non_negative_unit_vectors(photos) -> None:
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
 
 
-def test_the_default_codebook_saves_back_to_the_shipped_bytes_and_loads_unchanged(photos) -> None:
-    codebook = load_default_codebook()
+@pytest.mark.parametrize(
+    ("asset", "max_side", "contrast"),
+    [(DEFAULT_ASSET, 256, 0.02), (LEGACY_ASSET, 512, 0.04)],
+    ids=["fast", "legacy"],
+)
+def test_a_shipped_codebook_saves_back_to_its_bytes_and_loads_unchanged(
+    asset, max_side, contrast
+) -> None:
+    codebook = load_shipped_codebook(asset)
     buf = io.BytesIO()
     codebook.save(buf)
-    shipped = importlib.resources.files("heroes.models").joinpath("assets", "scene_codebook.npz")
+    shipped = importlib.resources.files("heroes.models").joinpath("assets", asset)
     assert buf.getvalue() == shipped.read_bytes()
     buf.seek(0)
     again = SceneCodebook.load(buf)
     for name in ("centroids", "pca_mean", "pca_components", "pca_scale"):
         assert np.array_equal(getattr(codebook, name), getattr(again, name)), name
     assert (again.k, again.dim, again.flip_invariant) == (codebook.k, codebook.dim, True)
+    assert (again.max_side, again.max_features) == (max_side, 1000)
+    assert again.contrast_threshold == contrast == codebook.contrast_threshold
+
+
+def test_a_dark_photo_keeps_keypoints_at_256_px(photos) -> None:
+    # a photo taken in low light: the 512 px model at OpenCV's contrast threshold finds nothing
+    dark = (photos["chelsea"].astype(np.float32) * 0.25).astype(np.uint8)
+    legacy = SceneEmbedder(load_shipped_codebook(LEGACY_ASSET))
+    fast = SceneEmbedder()
+    assert len(legacy.embedding_features(dark)[0]) == 0 and not legacy.embed([dark]).any()
+    assert len(fast.embedding_features(dark)[0]) >= 20
+    # and its vector still finds the photo it was taken from among the others
+    names = [n for n in photos if n != "cat"]
+    gallery = fast.embed([photos[n] for n in names])
+    assert names[int(np.argmax(gallery @ fast.embed([dark])[0]))] == "chelsea"
+
+
+def test_the_default_codebook_is_the_fast_model_and_the_settings_name_it() -> None:
+    from heroes.config import Settings
+
+    assert Settings().scene_model == "scene-vlad-fast"
+    spec = registry.get_spec("scene-vlad-fast")
+    assert spec.file.endswith(DEFAULT_ASSET) and spec.sha256
+    assert load_default_codebook() is load_shipped_codebook(DEFAULT_ASSET)
+    assert SceneEmbedder().max_side == 256
+
+
+def test_the_fast_embedding_is_computed_on_a_256_px_copy(photos) -> None:
+    embedder = SceneEmbedder()
+    image = cv2.resize(photos["coffee"], (512, 341), interpolation=cv2.INTER_AREA)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    # the same grey copy given directly: bit-identical vector, since only 256 px are looked at
+    small = cv2.resize(gray, (256, 170), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(embedder.embed([image]), embedder.embed([small]))
+    # while the 512 px model sees details that the reduced copy has lost
+    legacy = SceneEmbedder(load_shipped_codebook(LEGACY_ASSET))
+    assert not np.array_equal(legacy.embed([image]), legacy.embed([small]))
+
+
+def test_the_recheck_keypoints_stay_at_512_px_whatever_the_codebook(photos) -> None:
+    image = photos["astronaut"]  # 512 x 512
+    fast = SceneEmbedder()
+    legacy = SceneEmbedder(load_shipped_codebook(LEGACY_ASSET))
+    for a, b in zip(fast.features(image), legacy.features(image), strict=True):
+        np.testing.assert_array_equal(a, b)
+    kps, _ = fast.embedding_features(image)
+    assert 0 < len(kps) < len(fast.features(image)[0]) and kps.max() < 256
+
+
+def test_an_explicit_extraction_size_overrides_the_codebook(photos) -> None:
+    embedder = SceneEmbedder(max_side=128, max_features=50)
+    kps, desc = embedder.embedding_features(photos["astronaut"])
+    assert 0 < len(kps) <= 50 and kps.max() < 128 and desc.shape == (len(kps), 128)
+    with pytest.raises(ValueError):
+        SceneEmbedder(max_side=8)
+    with pytest.raises(ValueError):
+        SceneEmbedder(recheck_features=0)
+
+
+def test_a_codebook_of_an_unknown_format_version_is_refused(tmp_path) -> None:
+    path = tmp_path / "codebook.npz"
+    load_default_codebook().save(path)
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["version"] = np.int32(3)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="version 3"):
+        SceneCodebook.load(path)
 
 
 def _small_training_set(photos: dict[str, NDArray[np.uint8]]) -> list[NDArray[np.uint8]]:
@@ -229,10 +313,18 @@ def test_train_codebook_is_deterministic_for_a_seed(photos) -> None:
 
 def test_a_trained_codebook_round_trips_within_int8_precision(photos, tmp_path) -> None:
     images = _small_training_set(photos)
-    codebook = train_codebook(images, k=8, pca_dim=6, seed=0, max_features=300)
+    codebook = train_codebook(
+        images, k=8, pca_dim=6, seed=0, max_side=128, max_features=300, contrast_threshold=0.03
+    )
+    assert (codebook.max_side, codebook.max_features, codebook.contrast_threshold) == (
+        128,
+        300,
+        0.03,
+    )
     path = tmp_path / "codebook.npz"
     codebook.save(path)
     loaded = SceneCodebook.load(path)
+    assert (loaded.max_side, loaded.max_features, loaded.contrast_threshold) == (128, 300, 0.03)
     before = SceneEmbedder(codebook).embed(images[:4])
     after = SceneEmbedder(loaded).embed(images[:4])
     assert (np.sum(before * after, axis=1) > 0.999).all()
