@@ -41,6 +41,16 @@ def choose_providers(device: str | None = None) -> list[str]:
     return order or ["CPUExecutionProvider"]
 
 
+def runs_on_cpu(device: str | None = None) -> bool:
+    """Whether a session for ``device`` runs on the CPU: ``device`` (else ``HEROES_DEVICE``)
+    is 'cpu', or it names none and onnxruntime offers no GPU provider. Same rule as
+    :func:`session`."""
+    device = device or os.environ.get("HEROES_DEVICE") or None
+    if device in ("cuda", "tensorrt"):
+        return False
+    return choose_providers(device)[0] == "CPUExecutionProvider"
+
+
 def cpu_threads() -> int:
     """Intra-op threads for one session on CPU (``HEROES_ORT_THREADS`` overrides)."""
     env = os.environ.get("HEROES_ORT_THREADS")
