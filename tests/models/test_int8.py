@@ -91,6 +91,19 @@ def test_detector_variant_builds_and_finds_the_astronauts_face_where_fp32_does(
     (b,) = Detector("nudenet-320n-int8", device="cpu").detect([image])
     fa, fb = max(a.faces, key=lambda f: f.score), max(b.faces, key=lambda f: f.score)
     assert int8.iou(fa.bbox, fb.bbox) >= int8.IOU_MIN
+    # the copy keeps the FP32 file's own metadata (its licence among it) and names its ranges
+    import onnx
+
+    def meta(name: str) -> dict[str, str]:
+        path = registry.resolve(registry.get_spec(name))
+        return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+    fp32_meta, int8_meta = meta("nudenet-320n"), meta("nudenet-320n-int8")
+    assert fp32_meta and fp32_meta.items() <= int8_meta.items()
+    assert (
+        int8_meta["heroes_int8_ranges_sha256"]
+        == (registry.get_spec("nudenet-320n-int8").quantize["ranges_sha256"])
+    )
 
 
 def test_the_build_is_deterministic_and_refuses_ranges_that_fail_their_checksum(
