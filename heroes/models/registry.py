@@ -6,10 +6,17 @@ output read, and its licence. ``file`` is one of:
 - ``package:DIST/path/in/package`` - a file shipped inside an installed Python package (found
   without importing that package, whose dependency metadata may be incompatible);
 - ``converted:NAME`` - produced on first use from ``convert_from`` (e.g. dlib's serialised face
-  ResNet converted to ONNX) and cached in the model directory;
+  ResNet converted to ONNX) and cached in the model directory; ``convert_from`` is a file
+  reference or ``model:NAME``, another model's verified file (an INT8 variant is made from the
+  FP32 model it stands for, :mod:`heroes.models.int8`);
 - a plain path, absolute or relative to the model directory (the ``model_dir`` setting).
 
 Checksums are verified before a file is first used in a process; a mismatch is a clear error.
+
+A variant (``fp32_model = "NAME"``, e.g. an INT8 copy) takes its ``[input]`` and ``[output]`` from
+the model it stands for, and its ``[params]`` on top of that model's, so preprocessing and decoding
+are stated once. :func:`preferred_variant` picks the INT8 variant on CPU where it was measured to
+agree with its FP32 model.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import tomllib
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -83,6 +90,10 @@ class ModelSpec:
     output: OutputSpec = field(default_factory=OutputSpec)
     params: dict[str, Any] = field(default_factory=dict)
     manifest: str = ""
+    #: the FP32 model this one stands for (a quantised variant); its input and output apply
+    fp32_model: str | None = None
+    #: how a variant is made from ``fp32_model`` (see :mod:`heroes.models.int8`)
+    quantize: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_toml(cls, text: str, origin: str = "") -> ModelSpec:
@@ -150,7 +161,24 @@ def builtin_specs() -> dict[str, ModelSpec]:
         if entry.name.endswith(".toml"):
             spec = ModelSpec.from_toml(entry.read_text(encoding="utf-8"), entry.name)
             specs[spec.name] = spec
-    return specs
+    return _with_variants(specs)
+
+
+def _with_variants(specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """Variants take input and output from their FP32 model, and its params under their own."""
+    out = dict(specs)
+    for name, spec in specs.items():
+        if spec.fp32_model is None:
+            continue
+        base = specs.get(spec.fp32_model)
+        if base is None:
+            raise ModelError(f"model {name!r} stands for unknown model {spec.fp32_model!r}")
+        if base.fp32_model is not None:
+            raise ModelError(f"model {name!r} stands for {base.name!r}, itself a variant")
+        out[name] = replace(
+            spec, input=base.input, output=base.output, params={**base.params, **spec.params}
+        )
+    return out
 
 
 def manifest_specs() -> dict[str, ModelSpec]:
@@ -161,7 +189,7 @@ def manifest_specs() -> dict[str, ModelSpec]:
         for p in sorted(d.glob("*.toml")):
             spec = ModelSpec.from_toml(p.read_text(encoding="utf-8"), str(p))
             specs[spec.name] = spec
-    return specs
+    return _with_variants(specs)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -231,13 +259,15 @@ def locate(spec: ModelSpec) -> Path | None:
 
 
 _CONVERTERS = {"dlib-face-resnet": "heroes.models.dlib_resnet"}
+_convert_lock = threading.RLock()  # a variant's conversion resolves (converts) its source
 
 
 def resolve(spec: ModelSpec) -> Path:
     """The verified file of a model, converting it first when its manifest says so."""
     path = locate(spec)
     if path is None and spec.file.startswith("converted:"):
-        path = _convert(spec)
+        with _convert_lock:  # threads of one process convert once; processes replace atomically
+            path = locate(spec) or _convert(spec)
     if path is None:
         hint = f" Install it: {spec.install}." if spec.install else ""
         if spec.url:
@@ -250,17 +280,23 @@ def resolve(spec: ModelSpec) -> Path:
 def _convert(spec: ModelSpec) -> Path:
     if spec.convert_from is None:
         raise ModelError(f"model {spec.name!r}: 'converted:' file without convert_from")
-    source = (
-        package_file(spec.convert_from)
-        if spec.convert_from.startswith("package:")
-        else Path(spec.convert_from)
-    )
+    if spec.convert_from.startswith("model:"):
+        source: Path | None = resolve(get_spec(spec.convert_from.split(":", 1)[1]))
+    elif spec.convert_from.startswith("package:"):
+        source = package_file(spec.convert_from)
+    else:
+        source = Path(spec.convert_from)
     if source is None or not source.is_file():
         hint = f" Install it: {spec.install}." if spec.install else ""
         raise ModelError(f"model {spec.name!r}: source {spec.convert_from} not found.{hint}")
     verify(source, spec.source_sha256)
     target = model_dir() / spec.file.split(":", 1)[1]
     target.parent.mkdir(parents=True, exist_ok=True)
+    if spec.quantize:
+        from heroes.models import int8
+
+        int8.build(spec, source, target)
+        return target
     module = _CONVERTERS.get(spec.name)
     if module is None:
         raise ModelError(f"model {spec.name!r}: no converter registered")
@@ -318,6 +354,8 @@ def status(spec: ModelSpec, *, check: bool = True) -> ModelStatus:
     path = locate(spec)
     if path is None:
         if spec.file.startswith("converted:") and spec.convert_from:
+            if spec.convert_from.startswith("model:"):
+                return _variant_status(spec, spec.convert_from.split(":", 1)[1], check=check)
             src = (
                 package_file(spec.convert_from)
                 if spec.convert_from.startswith("package:")
@@ -352,3 +390,50 @@ def status(spec: ModelSpec, *, check: bool = True) -> ModelStatus:
         except ChecksumError as exc:
             return ModelStatus(spec.name, spec.task, str(path), spec.licence, False, str(exc))
     return ModelStatus(spec.name, spec.task, str(path), spec.licence, True, "ok")
+
+
+def _variant_status(spec: ModelSpec, source: str, *, check: bool) -> ModelStatus:
+    """A model made on first use from another model: usable when that one is and the tools that
+    make it are installed."""
+    try:
+        base = status(get_spec(source), check=check)
+    except ValueError as exc:
+        return ModelStatus(spec.name, spec.task, "missing", spec.licence, False, str(exc))
+    if not base.usable:
+        reason = f"made from {source}, which is not usable: {base.reason}"
+        return ModelStatus(spec.name, spec.task, "missing", spec.licence, False, reason)
+    if spec.quantize and importlib.util.find_spec("onnxruntime.quantization") is None:
+        reason = "onnxruntime.quantization not installed"
+        return ModelStatus(spec.name, spec.task, "missing", spec.licence, False, reason)
+    where = f"{base.location} (made from {source} on first use)"
+    return ModelStatus(spec.name, spec.task, where, spec.licence, True, f"made from {source}")
+
+
+def variants_of(name: str) -> list[ModelSpec]:
+    """The manifests that stand for model ``name`` (e.g. its INT8 copy), by name."""
+    return sorted(
+        (s for s in manifest_specs().values() if s.fp32_model == name), key=lambda s: s.name
+    )
+
+
+def preferred_variant(name: str, device: str | None = None, *, allow_int8: bool = True) -> str:
+    """The model to run for ``name`` on ``device``: its INT8 variant on CPU, where one is usable
+    and its manifest records that it agrees with the FP32 model (``[params] agrees = true``, set
+    from a measurement on benign sets, docs/models.md); otherwise ``name`` itself.
+
+    ``device`` is read as :func:`heroes.models.runtime.session` reads it: ``"cpu"`` is CPU;
+    ``None`` (the best installed) is CPU only when onnxruntime offers no CUDA or TensorRT
+    provider; ``"cuda"`` and ``"tensorrt"`` never are. INT8 kernels pay off on CPU (VNNI); on a
+    GPU the FP32 (or FP16) model is the one to run.
+    """
+    get_spec(name)  # unknown names are an error here, not later
+    if not allow_int8:
+        return name
+    from heroes.models import runtime
+
+    if not runtime.runs_on_cpu(device):
+        return name
+    for spec in variants_of(name):
+        if spec.quantize and spec.params.get("agrees") is True and status(spec).usable:
+            return spec.name
+    return name

@@ -53,6 +53,14 @@ def set_trt_cache(path: str | Path | None) -> None:
     _trt_cache = str(path) if path else None
 
 
+def runs_on_cpu(device: str | None = None) -> bool:
+    """Whether a session for ``device`` runs on the CPU: ``device`` is 'cpu', or it names none
+    and onnxruntime offers no GPU provider. Same rule as :func:`session`."""
+    if device in ("cuda", "tensorrt"):
+        return False
+    return choose_providers(device)[0] == "CPUExecutionProvider"
+
+
 def cpu_threads() -> int:
     """Intra-op threads for one session on CPU when none are given: the cores it may use."""
     try:

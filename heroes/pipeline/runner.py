@@ -302,13 +302,12 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
         "face_embed": settings.face_model,
         "scene_embed": settings.scene_model,
     }
-    preferred = getattr(registry, "preferred_variant", None)
     chosen: dict[str, Any] = {}
     with registry.using_model_dir(settings.model_dir):
         specs = registry.manifest_specs()
         for fld, name in wanted.items():
-            if name and preferred is not None:
-                name = preferred(name, settings.device, allow_int8=settings.int8)
+            if name in specs:
+                name = registry.preferred_variant(name, settings.device, allow_int8=settings.int8)
             spec = specs.get(name) if name else None
             st = registry.status(spec) if spec else None
             ok = st is not None and st.usable
