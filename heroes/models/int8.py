@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -113,7 +114,12 @@ def quantize(source: Path, ranges: dict[str, tuple[float, float]], recipe: Recip
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     if recipe.activations not in types or recipe.weights not in types:
         raise ModelError(f"unsupported quantisation types {recipe.activations}/{recipe.weights}")
-    model = load_model_with_shape_infer(Path(source))
+    # ORT's shape inference writes SOURCE-inferred.onnx beside its input: on a private copy, so
+    # two worker processes building the same variant at once never read each other's file
+    with tempfile.TemporaryDirectory(prefix="heroes-int8-") as private:
+        copy = Path(private) / Path(source).name
+        shutil.copyfile(source, copy)
+        model = load_model_with_shape_infer(copy)
     op_types = list(recipe.op_types) or sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
     tensors = TensorsData(
         CalibrationMethod.MinMax,

@@ -121,6 +121,24 @@ def test_the_build_is_deterministic_and_refuses_ranges_that_fail_their_checksum(
     assert not list(tmp_path.glob(".bad.onnx.*")), "no partial file is left behind"
 
 
+def test_workers_building_the_same_variant_at_once_do_not_trip_over_each_other(
+    tmp_path: Path,
+) -> None:
+    """Every worker process of a pass builds a missing variant on first use; the quantiser's
+    intermediate files must not be shared between them (one once read the other's, deleted)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = registry.get_spec("age-v1-int8")
+    source = tmp_path / "src" / "age.onnx"
+    source.parent.mkdir()
+    source.write_bytes(registry.resolve(registry.get_spec("age-v1")).read_bytes())
+    with ThreadPoolExecutor(4) as pool:
+        digests = list(pool.map(lambda _: int8.build(spec, source, tmp_path / "v.onnx"), range(4)))
+    assert len(set(digests)) == 1
+    assert hashlib.sha256((tmp_path / "v.onnx").read_bytes()).hexdigest() == digests[0]
+    assert sorted(p.name for p in source.parent.iterdir()) == ["age.onnx"], "nothing beside it"
+
+
 # --- agreement rules ---------------------------------------------------------------------------
 
 
@@ -211,9 +229,12 @@ def test_no_device_means_cpu_only_without_a_cuda_provider(monkeypatch: pytest.Mo
     _cpu_only(monkeypatch, cuda=True)
     assert registry.preferred_variant("dlib-face-resnet", None) == "dlib-face-resnet"
     assert registry.preferred_variant("dlib-face-resnet", "cpu") == "dlib-face-resnet-int8"
+    # the device setting (HEROES_DEVICE) reaches the choice through the settings, passed down
     _cpu_only(monkeypatch)
     monkeypatch.setenv("HEROES_DEVICE", "cuda")
-    assert registry.preferred_variant("dlib-face-resnet", None) == "dlib-face-resnet"
+    from heroes.config import Settings
+
+    assert registry.preferred_variant("dlib-face-resnet", Settings().device) == "dlib-face-resnet"
 
 
 def _user_models(root: Path, *, agrees: bool) -> None:
