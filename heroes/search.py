@@ -163,6 +163,53 @@ def _load_float(cases: Sequence[Path], key: str) -> list[FloatIndex]:
     return out
 
 
+def model_family(name: str) -> list[str]:
+    """``name`` and the models that stand for the same one (its FP32 model, its INT8 copies):
+    their vectors agree by construction, so one's query searches another's index."""
+    from heroes.models import registry
+
+    try:
+        spec = registry.get_spec(name)
+    except (ValueError, registry.ModelError):
+        return [name]
+    base = spec.fp32_model or name
+    family = [name, base, *(v.name for v in registry.variants_of(base))]
+    return list(dict.fromkeys(family))
+
+
+def case_model(case: Path, kind: str, wanted: str, store: CaseStore | None = None) -> str:
+    """The model whose ``kind`` vectors this case holds, for a search asked with ``wanted``:
+    ``wanted`` or a model of its family (the INT8 copy the pass ran on CPU); else, when the case
+    holds vectors of one other model only (a case made with an earlier default), that one; else
+    ``wanted``. Read from the case's index folder, or its vectors when it has no index yet."""
+    root = index_root(Path(case))
+    held = (
+        sorted(p.name[len(kind) + 1 :] for p in root.glob(f"{kind}-*") if p.is_dir())
+        if root.is_dir()
+        else []
+    )
+    if not held and store is not None:
+        with store.session() as s:
+            held = sorted(
+                str(m)
+                for (m,) in s.execute(
+                    select(VectorRow.model).where(VectorRow.kind == kind).distinct()
+                )
+                if m
+            )
+    for name in model_family(wanted):
+        if name in held:
+            return name
+    return held[0] if len(held) == 1 else wanted
+
+
+def _by_case_model(cases: Sequence[Path], kind: str, wanted: str) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for c in cases:
+        groups.setdefault(case_model(Path(c), kind, wanted), []).append(Path(c))
+    return groups
+
+
 def _query_image(image: Path | bytes, settings: Settings) -> np.ndarray:
     data = image if isinstance(image, bytes) else Path(image).read_bytes()
     rgb, _info = load_rgb(
@@ -200,17 +247,47 @@ def search_faces(
     )[1]
 
 
+def _query_options(settings: Settings, **models: str | None) -> InferOptions:
+    return InferOptions(
+        **models,  # type: ignore[arg-type]
+        device=settings.device,
+        threads=settings.ort_threads,
+        model_dir=str(settings.model_dir) if settings.model_dir else None,
+        trt_cache=str(settings.trt_cache) if settings.trt_cache else None,
+    )
+
+
 def face_analyzer(settings: Settings) -> Analyzer:
-    """The models a face query runs (detector, landmarks, face embedding), loaded on first use."""
+    """The models a face query runs (detector, landmarks, face embedding: the variant the pass
+    runs on this device), loaded on first use."""
+    from heroes.models import registry
+
+    face = settings.face_model
+    if face in registry.manifest_specs():
+        face = registry.preferred_variant(face, settings.device, allow_int8=settings.int8)
     return Analyzer(
-        InferOptions(scene_embed=None, face_embed=settings.face_model, device=settings.device)
+        _query_options(
+            settings,
+            detector=settings.detector_model,
+            landmarks=settings.landmarks_model,
+            age=None,
+            face_embed=face,
+            scene_embed=None,
+        )
     )
 
 
 def scene_analyzer(settings: Settings) -> Analyzer:
     """The model a scene query runs, loaded on first use."""
     return Analyzer(
-        InferOptions(detector=None, scene_embed=settings.scene_model, device=settings.device)
+        _query_options(
+            settings,
+            detector=None,
+            landmarks=None,
+            age=None,
+            face_embed=None,
+            scene_embed=settings.scene_model,
+        )
     )
 
 
@@ -227,23 +304,34 @@ def search_faces_detail(
     """:func:`search_faces` plus the faces found in the query (``bbox``, detector ``score``)."""
     settings = settings or get_settings()
     with _open_cases(cases, settings, refresh) as stores:
-        analyzer = analyzer or face_analyzer(settings)
-        (res,) = analyzer.analyze([_query_image(image, settings)], [None])
-        vecs = [v for v in res.vectors if v["kind"] == "face"]
-        if not vecs:
-            raise SearchError("no face found in the query image")
-        query = [_query_face(v, res.faces) for v in vecs]
-        indexes = _load_float(cases, f"face-{settings.face_model}")
-        if not indexes:
-            return query, []
-        chosen = list(range(len(vecs))) if all_faces else [_largest_face(vecs)]
-        q = np.stack([vecs[i]["vector"] for i in chosen]).astype(np.float32)
-        per_query = search_many(indexes, q, k)
+        rgb = _query_image(image, settings)
+        query: list[dict[str, Any]] | None = None
         merged: list[tuple[Hit, int | None, list[float] | None]] = []
-        for qi, hits in zip(chosen, per_query, strict=True):
-            merged += [(h, qi, list(vecs[qi]["bbox"])) for h in hits]
+        chosen: list[int] = []
+        # each case is searched with the model its faces were embedded with (the query is
+        # embedded again only for a case made with a model of another family)
+        for model, group in _by_case_model(cases, "face", settings.face_model).items():
+            same = model in model_family(settings.face_model)
+            own = (
+                analyzer
+                if same and analyzer is not None
+                else face_analyzer(settings.model_copy(update={"face_model": model}))
+            )
+            (res,) = own.analyze([rgb], [None])
+            vecs = [v for v in res.vectors if v["kind"] == "face"]
+            if not vecs:
+                raise SearchError("no face found in the query image")
+            if query is None:
+                query = [_query_face(v, res.faces) for v in vecs]
+            indexes = _load_float(group, f"face-{model}")
+            if not indexes:
+                continue
+            chosen = list(range(len(vecs))) if all_faces else [_largest_face(vecs)]
+            q = np.stack([vecs[i]["vector"] for i in chosen]).astype(np.float32)
+            for qi, hits in zip(chosen, search_many(indexes, q, k), strict=True):
+                merged += [(h, qi, list(vecs[qi]["bbox"])) for h in hits]
         merged.sort(key=lambda t: -t[0].score)
-        return query, _resolve(merged[: k * len(chosen)], stores, "face")
+        return query or [], _resolve(merged[: k * max(1, len(chosen))], stores, "face")
 
 
 def _largest_face(vecs: Sequence[dict[str, Any]]) -> int:
@@ -282,17 +370,33 @@ def search_scene(
     by geometric agreement (RANSAC inliers) with the query."""
     settings = settings or get_settings()
     with _open_cases(cases, settings, refresh) as stores:
-        analyzer = analyzer or scene_analyzer(settings)
         rgb = _query_image(image, settings)
-        (res,) = analyzer.analyze([rgb], [None])
-        indexes = _load_float(cases, f"scene-{settings.scene_model}")
-        if not indexes or not res.vectors:
-            return []
-        q = np.asarray(res.vectors[0]["vector"], dtype=np.float32)[None]
-        if not np.any(q):
-            raise SearchError("the query image has no local features to compare (flat or empty)")
-        hits = _resolve([(h, None, None) for h in search_many(indexes, q, k)[0]], stores, "scene")
-        if recheck and _is_sift_vlad(settings.scene_model):
+        found: list[Hit] = []
+        sift = False
+        # each case is searched with the model its scenes were embedded with (a case made with
+        # an earlier default model keeps being searchable)
+        for model, group in _by_case_model(cases, "scene", settings.scene_model).items():
+            indexes = _load_float(group, f"scene-{model}")
+            if not indexes:
+                continue
+            own = (
+                analyzer
+                if model == settings.scene_model and analyzer is not None
+                else (scene_analyzer(settings.model_copy(update={"scene_model": model})))
+            )
+            (res,) = own.analyze([rgb], [None])
+            if not res.vectors:
+                continue
+            q = np.asarray(res.vectors[0]["vector"], dtype=np.float32)[None]
+            if not np.any(q):
+                raise SearchError(
+                    "the query image has no local features to compare (flat or empty)"
+                )
+            found += search_many(indexes, q, k)[0]
+            sift = sift or _is_sift_vlad(model)
+        found.sort(key=lambda h: -h.score)
+        hits = _resolve([(h, None, None) for h in found[:k]], stores, "scene")
+        if recheck and sift:
             hits = _recheck(rgb, hits, stores, settings)
         return hits
 
@@ -411,15 +515,16 @@ def similar_scenes(
     settings = settings or get_settings()
     with _open_cases([case], settings, refresh) as stores:
         store = stores[case_name(case)]
+        model = case_model(Path(case), "scene", settings.scene_model, store)
         with store.session() as s:
             rows = s.execute(
                 select(VectorRow.dim, VectorRow.vector).where(
                     VectorRow.item_id == item_id,
                     VectorRow.kind == "scene",
-                    VectorRow.model == settings.scene_model,
+                    VectorRow.model == model,
                 )
             ).all()
-        indexes = _load_float([case], f"scene-{settings.scene_model}")
+        indexes = _load_float([case], f"scene-{model}")
         if not rows or not indexes:
             return []
         q = decode_vectors([r.vector for r in rows], int(rows[0].dim))
@@ -464,10 +569,11 @@ def persons(
     settings = settings or get_settings()
     store = CaseStore(Path(case), settings.db_url, create=False)
     try:
+        model = case_model(Path(case), "face", settings.face_model, store)
         with store.session() as s:
             rows = s.execute(
                 select(VectorRow.ref, VectorRow.item_id, VectorRow.dim, VectorRow.vector)
-                .where(VectorRow.kind == "face", VectorRow.model == settings.face_model)
+                .where(VectorRow.kind == "face", VectorRow.model == model)
                 .order_by(VectorRow.id)
             ).all()
             media = dict(s.execute(select(ItemRow.id, ItemRow.media_type)).all())
@@ -561,12 +667,13 @@ def person_faces(
     refs = ident.refs(identity)
     store = CaseStore(Path(case), settings.db_url, create=False)
     try:
+        model = case_model(Path(case), "face", settings.face_model, store)
         with store.session() as s:
             rows = s.execute(
                 select(VectorRow.ref, VectorRow.item_id, VectorRow.bbox, VectorRow.frame_time)
                 .where(
                     VectorRow.kind == "face",
-                    VectorRow.model == settings.face_model,
+                    VectorRow.model == model,
                     VectorRow.ref.in_(refs),
                 )
                 .order_by(VectorRow.item_id, VectorRow.id)

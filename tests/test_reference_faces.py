@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from heroes.cli import app
 from heroes.config import get_settings
 from heroes.index.identities import DEFAULT_MIN_SIMILARITY
-from heroes.search import person_faces, persons
+from heroes.search import case_model, person_faces, persons
 from heroes.store.db import CaseStore, decode_vectors
 from heroes.store.schema import ItemRow, VectorRow
 
@@ -52,12 +52,14 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     settings = get_settings()
     store = CaseStore(case, settings.db_url, create=False)
     try:
+        # the model the pass ran (on CPU, the face ResNet's INT8 copy where it agrees)
+        model = case_model(case, "face", settings.face_model, store)
         with store.session() as s:
             paths = dict(s.execute(select(ItemRow.id, ItemRow.path)).all())
             records = dict(s.execute(select(ItemRow.id, ItemRow.faces)).all())
             rows = s.execute(
                 select(VectorRow.ref, VectorRow.item_id, VectorRow.bbox, VectorRow.vector)
-                .where(VectorRow.kind == "face", VectorRow.model == settings.face_model)
+                .where(VectorRow.kind == "face", VectorRow.model == model)
                 .order_by(VectorRow.id)
             ).all()
     finally:

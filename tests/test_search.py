@@ -318,3 +318,34 @@ def test_persons_help_shows_the_default_similarity() -> None:
     assert result.exit_code == 0
     assert f"default {DEFAULT_MIN_SIMILARITY:.2f}" in result.output
     assert DEFAULT_MIN_SIMILARITY == 0.94
+
+
+def test_cases_are_searched_with_the_models_their_vectors_were_made_with(
+    cases: dict[str, Any], tmp_path: Path
+) -> None:
+    """A case made with an earlier default scene model (or an FP32 face model where the pass now
+    runs its INT8 copy) stays searchable: each case is searched with its own model, and a search
+    over cases made with different models merges them."""
+    from heroes.search import case_model, model_family
+
+    import shutil
+
+    folder = tmp_path / "old-seizure"
+    shutil.copytree(cases["base"] / "other", folder)
+    (folder / "astronaut.jpg").write_bytes(jpeg_bytes(sample_photos()["astronaut"]))
+    old = tmp_path / "old-case"
+    triage(folder, old, settings=Settings(scene_model="scene-vlad", int8=False))
+    assert case_model(old, "scene", Settings().scene_model) == "scene-vlad"
+    assert case_model(old, "face", "dlib-face-resnet-int8") == "dlib-face-resnet"
+    assert "dlib-face-resnet-int8" in model_family("dlib-face-resnet")
+    assert case_model(cases["case"], "face", "dlib-face-resnet") == "dlib-face-resnet-int8"
+    hits = search_scene([old], cases["q"] / "left.jpg", k=3)
+    assert hits and hits[0].path == "motorcycle_right.jpg"
+    both = search_scene([old, cases["case2"]], cases["q"] / "left.jpg", k=4)
+    tops = {(h.case, h.path) for h in both[:2]}
+    assert {p for _c, p in tops} == {"motorcycle_right.jpg"} and len(tops) == 2
+    from heroes.pipeline.indexing import case_name
+
+    faces = search_faces([old, cases["case"]], cases["q"] / "composite.jpg", k=4)
+    astronauts = [h for h in faces if h.score > 0.95]
+    assert {h.case for h in astronauts} == {case_name(old), case_name(cases["case"])}
