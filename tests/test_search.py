@@ -326,9 +326,9 @@ def test_cases_are_searched_with_the_models_their_vectors_were_made_with(
     """A case made with an earlier default scene model (or an FP32 face model where the pass now
     runs its INT8 copy) stays searchable: each case is searched with its own model, and a search
     over cases made with different models merges them."""
-    from heroes.search import case_model, model_family
-
     import shutil
+
+    from heroes.search import case_model, model_family
 
     folder = tmp_path / "old-seizure"
     shutil.copytree(cases["base"] / "other", folder)
