@@ -210,7 +210,7 @@ DEFAULT_MODELS = {
     "age": "age-v1",
     "nudity": "nudenet-320n",
     "face-verify": "dlib-face-resnet",
-    "search": "scene-vlad",
+    "search": "scene-vlad-fast",
 }
 
 

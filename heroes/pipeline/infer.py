@@ -30,7 +30,7 @@ class InferOptions:
     landmarks: str | None = "dlib-landmarks-5"
     age: str | None = "age-v1"
     face_embed: str | None = "dlib-face-resnet"
-    scene_embed: str | None = "scene-vlad"
+    scene_embed: str | None = "scene-vlad-fast"
     #: HOG score a face needs to be confirmed human (None: no check, every face confirmed)
     face_confirm: float | None = -0.6
     threads: int | None = None
