@@ -201,6 +201,9 @@ class Settings(BaseSettings):
         description="on CPU, run the INT8 variant of a model where one is shipped and measured to "
         "agree with the FP32 model",
     )
+    fp16: bool = Field(
+        True, description="on a GPU, run the models in half precision (TensorRT FP16)"
+    )
     ort_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime threads per session (default: cores / workers)"
     )

@@ -46,11 +46,15 @@ class OnnxModel:
         session: Any = None,
         device: str | None = None,
         threads: int | None = None,
+        fp16: bool = False,
     ) -> None:
         self.spec = registry.get_spec(spec) if isinstance(spec, str) else spec
         self._session = session
         self._device = device
         self._threads = threads
+        self._fp16 = fp16
+        #: outputs bound on the device (CUDA/TensorRT sessions); off after a failed binding
+        self._io_binding = False
         self._lock = threading.Lock()
 
     @property
@@ -61,11 +65,15 @@ class OnnxModel:
         with self._lock:
             if self._session is None:
                 self._session = runtime.session(
-                    registry.resolve(self.spec), device=self._device, threads=self._threads
+                    registry.resolve(self.spec),
+                    device=self._device,
+                    threads=self._threads,
+                    fp16=self._fp16,
                 )
                 on_cpu = self._session.get_providers()[0] == "CPUExecutionProvider"
                 if on_cpu and self.cpu_max_batch is not None:
                     self.max_batch = min(self.max_batch, self.cpu_max_batch)
+                self._io_binding = not on_cpu and hasattr(self._session, "io_binding")
         return self._session
 
     @property
@@ -86,6 +94,8 @@ class OnnxModel:
         """Run one chunk; when the device runs out of memory, halve it and try again, down to
         single images, and raise :class:`OutOfMemory` only when even one image does not fit."""
         try:
+            if self._io_binding:
+                return [self._run_bound(sess, np.ascontiguousarray(chunk))]
             return [sess.run(None, {self.spec.input.name: np.ascontiguousarray(chunk)})]
         except Exception as exc:
             if not _is_out_of_memory(exc):
@@ -100,6 +110,25 @@ class OnnxModel:
                 "%s: out of memory at batch %d, retrying at %d", self.spec.name, len(chunk), half
             )
             return self._run_chunk(sess, chunk[:half]) + self._run_chunk(sess, chunk[half:])
+
+    def _run_bound(self, sess: Any, chunk: NDArray[np.float32]) -> list[NDArray[np.float32]]:
+        """One run through ONNX Runtime's IO binding on a GPU session: the input is copied to
+        the device once and the outputs are allocated there, then read back together. When the
+        binding itself fails (an onnxruntime without it), runs plainly from then on; running
+        out of device memory is raised as it is, for the caller to halve the batch."""
+        try:
+            binding = sess.io_binding()
+            binding.bind_cpu_input(self.spec.input.name, chunk)
+            for out in sess.get_outputs():
+                binding.bind_output(out.name, "cuda")
+            sess.run_with_iobinding(binding)
+            return list(binding.copy_outputs_to_cpu())
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                raise
+            log.warning("%s: IO binding failed (%s), running plainly", self.spec.name, exc)
+            self._io_binding = False
+            return list(sess.run(None, {self.spec.input.name: chunk}))
 
     def normalise(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
         """[N,H,W,3] RGB uint8 -> [N,3,H,W] float32 as the manifest says (colour, mean, scale)."""

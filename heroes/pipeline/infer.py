@@ -35,6 +35,8 @@ class InferOptions:
     face_confirm: float | None = -0.6
     threads: int | None = None
     device: str | None = None
+    #: half precision where the device runs it (TensorRT FP16 on a GPU; ignored on CPU)
+    fp16: bool = True
     #: the ``model_dir`` and ``trt_cache`` settings, for the processes that load the models
     model_dir: str | None = None
     trt_cache: str | None = None
@@ -75,7 +77,10 @@ class Analyzer:
             from heroes.models.detect import Detector
 
             self._detector = Detector(
-                self.opts.detector, threads=self.opts.threads, device=self.opts.device
+                self.opts.detector,
+                threads=self.opts.threads,
+                device=self.opts.device,
+                fp16=self.opts.fp16,
             )
         return self._detector
 
@@ -101,7 +106,10 @@ class Analyzer:
             from heroes.models.faces import AgeEstimator
 
             self._age = AgeEstimator(
-                self.opts.age, threads=self.opts.threads, device=self.opts.device
+                self.opts.age,
+                threads=self.opts.threads,
+                device=self.opts.device,
+                fp16=self.opts.fp16,
             )
         return self._age
 
@@ -111,7 +119,10 @@ class Analyzer:
             from heroes.models.faces import FaceEmbedder
 
             self._embed = FaceEmbedder(
-                self.opts.face_embed, threads=self.opts.threads, device=self.opts.device
+                self.opts.face_embed,
+                threads=self.opts.threads,
+                device=self.opts.device,
+                fp16=self.opts.fp16,
             )
         return self._embed
 
@@ -125,7 +136,7 @@ class Analyzer:
                 from heroes.models.image_embed import ImageEmbedder
 
                 self._scene = ImageEmbedder(
-                    spec, threads=self.opts.threads, device=self.opts.device
+                    spec, threads=self.opts.threads, device=self.opts.device, fp16=self.opts.fp16
                 )
             else:
                 from heroes.models.scene_embed import SceneCodebook, SceneEmbedder

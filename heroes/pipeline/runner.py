@@ -320,6 +320,7 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
         **chosen,
         threads=settings.ort_threads or _ort_threads(settings),
         device=settings.device,
+        fp16=settings.fp16,
         model_dir=str(settings.model_dir) if settings.model_dir else None,
         trt_cache=str(settings.trt_cache) if settings.trt_cache else None,
     )

@@ -247,3 +247,33 @@ def test_any_box_on_an_image_of_few_colours_is_discounted(detector: Detector) ->
     (res,) = detector.decode(raw, [Letterbox(1.0, 0, 0)], [(320, 320)], [two])
     assert res.nudity_score == pytest.approx(0.9 * detector.guard_discount)
     assert res.guard and "2 distinct colours" in res.guard
+
+
+def test_a_gpu_session_binds_its_io_and_falls_back_to_plain_runs_where_binding_fails() -> None:
+    """On a GPU session inputs and outputs go through ONNX Runtime's IO binding, with the same
+    results as a plain run; where the binding cannot work the model runs plainly and stops
+    trying."""
+    frames = [data.astronaut()]
+    plain = Detector(threads=1)
+    expected = plain.run(plain.preprocess(frames)[0])
+    bound = Detector(threads=1)
+    bound.load()
+    bound._io_binding = True  # as a CUDA session has it
+    got = bound.run(bound.preprocess(frames)[0])
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(expected, got, strict=True))
+
+    class NoBinding:
+        def __init__(self, sess: object) -> None:
+            self._sess = sess
+
+        def io_binding(self) -> object:
+            raise RuntimeError("this build of onnxruntime cannot bind device memory")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._sess, name)
+
+    broken = Detector(threads=1, session=NoBinding(plain.load()))
+    broken._io_binding = True
+    got = broken.run(broken.preprocess(frames)[0])
+    assert broken._io_binding is False
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(expected, got, strict=True))
