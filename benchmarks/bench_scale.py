@@ -158,6 +158,47 @@ def dup_map(n: int, seed: int) -> dict[str, Any]:
     return out
 
 
+# --- 1b. CPU per file --------------------------------------------------------------------------
+def per_file_cpu(files: int, seed: int, work: Path, repeat: int = 3) -> dict[str, Any]:
+    """CPU milliseconds per web-size JPEG of each CPU stage of the pass (best of ``repeat``, in
+    process time, so other load on the machine matters less): what a node must supply per
+    image/s whatever runs the models."""
+    from heroes.pipeline.decode import analyze_image, load_rgb, pdq_dihedral_hex
+    from heroes.pipeline.identify import hash_bytes
+
+    dest = work / "cpu-files"
+    dest.mkdir(parents=True, exist_ok=True)
+    datas = [p.read_bytes() for p in make_files(dest, files, seed)]
+    rgbs = [load_rgb(d, working_size=512)[0] for d in datas]
+
+    def ms(fn: Callable[[], Any]) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            c0 = time.process_time()
+            fn()
+            best = min(best, time.process_time() - c0)
+        return round(best / len(datas) * 1000, 2)
+
+    out: dict[str, Any] = {
+        "files": files,
+        "mean_kib": round(sum(map(len, datas)) / len(datas) / 1024, 1),
+        "ms": {
+            "md5_sha1_sha256": ms(lambda: [hash_bytes(d) for d in datas]),
+            "decode_to_512": ms(lambda: [load_rgb(d, working_size=512) for d in datas]),
+            "pdq_with_dihedral": ms(lambda: [pdq_dihedral_hex(r) for r in rgbs]),
+            "analyze_image": ms(lambda: [analyze_image(d, working_size=512) for d in datas]),
+        },
+    }
+    per = out["ms"]
+    cpu_side = per["md5_sha1_sha256"] + per["analyze_image"]
+    gpu_side = cpu_side - per["decode_to_512"]
+    out["cores_for_3000_img_s"] = {
+        "cpu_decode": round(3000 * cpu_side / 1000, 1),
+        "gpu_decode": round(3000 * gpu_side / 1000, 1),
+    }
+    return out
+
+
 # --- 2. the case store --------------------------------------------------------------------------
 def make_seizure(root: Path, images: int, seed: int) -> dict[str, int]:
     """``images`` JPEGs, byte copies of a fifth of them, and a fifth as many small other files."""
@@ -676,7 +717,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--vectors", default="100000,1000000", help="index sizes, comma-separated")
     ap.add_argument("--finalize", default="10000,25000,50000", help="case sizes for finalize")
     ap.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
-    ap.add_argument("--only", default="", help="comma-separated parts: dup,store,index,finalize")
+    ap.add_argument(
+        "--only", default="", help="comma-separated parts: dup,cpu,store,index,finalize"
+    )
     ap.add_argument("--quick", action="store_true", help="a few minutes: smaller everything")
     ap.add_argument("--out", type=Path, default=None, help="result file (default results/)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the cases here")
@@ -685,7 +728,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.dup_entries = min(args.dup_entries, 20_000)
         args.images, args.model_images = 300, 60
         args.vectors, args.finalize = "100000", "2000,5000"
-    parts = set(filter(None, args.only.split(","))) or {"dup", "store", "index", "finalize"}
+    parts = set(filter(None, args.only.split(","))) or {"dup", "cpu", "store", "index", "finalize"}
     info = machine()
     print(f"seed={args.seed} quick={args.quick} parts={sorted(parts)}", flush=True)
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB", flush=True)
@@ -697,6 +740,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "dup" in parts:
             result["dup_map"] = dup_map(args.dup_entries, args.seed)
             print("dup_map", result["dup_map"], flush=True)
+        if "cpu" in parts:
+            result["per_file_cpu"] = per_file_cpu(60 if args.quick else 200, args.seed, work)
+            print("per_file_cpu", result["per_file_cpu"], flush=True)
         if "store" in parts or "finalize" in parts:
             images = args.images if "store" in parts else 0
             if "store" in parts:

@@ -33,6 +33,17 @@ def test_duplicate_map_sizes_rank_the_compact_forms() -> None:
     )
 
 
+def test_per_file_cpu_counts_each_stage(tmp_path: Path) -> None:
+    out = bench_scale.per_file_cpu(6, seed=0, work=tmp_path, repeat=1)
+    ms = out["ms"]
+    assert set(ms) == {"md5_sha1_sha256", "decode_to_512", "pdq_with_dihedral", "analyze_image"}
+    assert all(v > 0 for v in ms.values())
+    # analyze_image decodes and hashes with PDQ: it costs at least its decode
+    assert ms["analyze_image"] >= ms["decode_to_512"] * 0.8
+    cores = out["cores_for_3000_img_s"]
+    assert cores["cpu_decode"] > cores["gpu_decode"] > 0
+
+
 @pytest.fixture(scope="module")
 def sizes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     work = tmp_path_factory.mktemp("scale")
