@@ -67,7 +67,7 @@ class GpuSampler:
             exe,
             "--query-gpu=utilization.gpu,memory.used",
             "--format=csv,noheader,nounits",
-            f"-lms={self.interval_ms}",
+            f"--loop-ms={self.interval_ms}",
         ]
         try:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -339,14 +339,15 @@ class Stages:
         first = time.perf_counter() - t0
         age_chips: list[Any] = []
         emb_chips: list[Any] = []
+        age_pad, emb_pad = age.spec.input.chip_padding, emb.spec.input.chip_padding
 
         def landmarks_and_chips() -> None:
             for frame, d in zip(self.frames, self.dets, strict=True):
                 if not d.faces:
                     continue
                 shapes = lm.shapes(frame, [f.bbox for f in d.faces])
-                age_chips.append(lm.chips(frame, shapes, age.chip_size, 0.2))
-                emb_chips.append(lm.chips(frame, shapes, emb.chip_size, 0.25))
+                age_chips.append(lm.chips(frame, shapes, age.chip_size, age_pad))
+                emb_chips.append(lm.chips(frame, shapes, emb.chip_size, emb_pad))
 
         faces = sum(len(d.faces) for d in self.dets)
         out: dict[str, Any] = {"faces": faces, "load_s_incl_conversion": round(first, 2)}
