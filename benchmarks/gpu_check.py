@@ -505,12 +505,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         e2e["gpu"] = sampler.window(t0, time.perf_counter())
         result["end_to_end"] = e2e
         print(f"end_to_end: {json.dumps(e2e)}", flush=True)
+    except Exception as exc:  # e.g. heroes' own dependencies missing: still write what we have
+        result["error"] = f"{type(exc).__name__}: {exc}"[:2000]
+        print(f"check stopped: {result['error']}", flush=True)
     finally:
         sampler.stop()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     result["gpu_sampler"] = sampler.error or f"{len(sampler.samples)} samples"
-    rate = result["end_to_end"].get("img_s_wall")
+    rate = result.setdefault("end_to_end", {}).get("img_s_wall")
     result["goal_met"] = bool(rate and rate >= GOAL_IMG_S) if not args.cpu_smoke else None
     print_table(result)
     out_path.parent.mkdir(parents=True, exist_ok=True)
