@@ -36,12 +36,20 @@ def test_duplicate_map_sizes_rank_the_compact_forms() -> None:
 def test_per_file_cpu_counts_each_stage(tmp_path: Path) -> None:
     out = bench_scale.per_file_cpu(6, seed=0, work=tmp_path, repeat=1)
     ms = out["ms"]
-    assert set(ms) == {"md5_sha1_sha256", "decode_to_512", "pdq_with_dihedral", "analyze_image"}
+    assert set(ms) == {
+        "md5_sha1_sha256",
+        "decode_to_512",
+        "pdq_with_dihedral",
+        "analyze_image",
+        "models_without_scene",
+        "models_all_five",
+    }
     assert all(v > 0 for v in ms.values())
     # analyze_image decodes and hashes with PDQ: it costs at least its decode
     assert ms["analyze_image"] >= ms["decode_to_512"] * 0.8
     cores = out["cores_for_3000_img_s"]
     assert cores["cpu_decode"] > cores["gpu_decode"] > 0
+    assert 0 < out["cpu_only_images_per_core_s"] < 1000 / ms["analyze_image"]
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +140,7 @@ def test_gpu_check_cpu_smoke_runs_every_step_and_writes_json(tmp_path: Path) -> 
     e2e = res["end_to_end"]
     assert e2e["rc"] == 0 and e2e["summary"]["new"] == 100, e2e
     assert e2e["summary"]["ray"]["layout"] == "split"
+    assert "scene-vlad" not in e2e["summary"]["models"]  # the CPU scene model is left out
     assert e2e["img_s_wall"] > 0
     assert "images/s end to end" in proc.stdout and "END TO END" in proc.stdout
     assert took < 170
