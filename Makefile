@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # a multi-GB CUDA build
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-gpu system-deps demo test bench clean
+.PHONY: install install-gpu gpu-check system-deps demo test bench clean
 
 # Debian packages, one group a line:
 # FFmpeg development libraries (vpdq builds against them)
@@ -47,7 +47,11 @@ install: $(STAMP)
 # CUDA/TensorRT: onnxruntime-gpu replaces the CPU onnxruntime (both provide the same module).
 install-gpu: install
 	$(BIN)/pip uninstall -q -y onnxruntime
-	$(BIN)/pip install -q 'onnxruntime-gpu>=1.18'
+	# both wheels ship the same module: reinstall the GPU one over what the uninstall removed
+	$(BIN)/pip install -q --force-reinstall --no-deps 'onnxruntime-gpu>=1.18'
+
+gpu-check: install
+	bash benchmarks/gpu_check.sh
 
 demo: install
 	$(BIN)/python -m heroes.demo build demo/seizure
