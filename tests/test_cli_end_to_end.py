@@ -370,7 +370,8 @@ def test_models_are_listed_with_licences_and_usable(demo: dict[str, Any]) -> Non
         "nudenet-320n": "ok",
         "dlib-landmarks-5": "ok",
         "age-v1": "ok",
-        "dlib-face-resnet": "ok",
+        # on CPU the face ResNet runs as its INT8 copy, measured to agree with it
+        "dlib-face-resnet-int8": "ok",
         "scene-vlad-fast": "ok",
     }
 
