@@ -364,3 +364,44 @@ def test_the_first_copy_in_walk_order_is_the_original_whichever_copy_a_worker_an
     assert {i for i, _ in vectors} == {a["item_id"]} and f"{a['item_id']}-0" in {
         r for _, r in vectors
     }
+
+
+def test_files_the_plan_never_returned_are_redone_in_the_driver_in_walk_order(
+    tmp_path: Path,
+) -> None:
+    """A batch lost with its node: the files never come back. What did come back waits for them
+    (decisions stay in walk order); at the end the driver reads and analyses them itself."""
+    from heroes.config import get_settings
+    from heroes.pipeline.analyze import analyze_media
+    from heroes.pipeline.core import PassCore, identify_source
+    from heroes.pipeline.discover import walk
+    from heroes.pipeline.identify import MEDIA_IMAGE
+    from heroes.pipeline.raypass import FileResult, InOrder
+    from heroes.pipeline.summary import Progress, TriageSummary
+
+    ev = _seizure(tmp_path / "ev", 4)
+    settings = get_settings().model_copy(update={"models": False})
+    store = CaseStore(tmp_path / "case")
+    try:
+        run = store.start_run(str(ev), {})
+        summary = TriageSummary(run, str(ev), "case")
+        core = PassCore(store, ev, settings, run, summary, Progress(False, 0), False, None)
+        order = InOrder(core, 1 << 20)
+        entries = sorted(walk(ev, settings.limits), key=lambda e: e.path)
+        refs = [order.send(e, k) for k, e in enumerate(entries)]
+        assert all(refs) and len(refs) == 4
+        for ref in refs[1:]:  # key 0 is lost
+            assert ref is not None
+            ident = identify_source(None, ref.fs_path, False, 1 << 20)
+            analysis = analyze_media(MEDIA_IMAGE, ident.data, None, core.opts)
+            order.take(FileResult(ref.key, ident.without_data(), "decode", None, analysis))
+        assert order.next_key == 0 and len(order.back) == 3 and order.out == 1
+        order.finish()
+        core.flush(force=True)
+        assert order.redone == 1 and not order.sent
+    finally:
+        store.close()
+    rows = _rows(tmp_path / "case")
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["pdq"] for r in rows.values())
+    ids = [rows[e.path]["item_id"] for e in entries]
+    assert ids == sorted(ids), "item ids follow the walk"
