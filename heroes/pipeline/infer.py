@@ -51,6 +51,8 @@ class FrameResult:
     vectors: list[dict[str, Any]] = field(default_factory=list)
     raw_nudity_score: float = 0.0  # before the detector's graphics guard
     nudity_guard: str | None = None  # why the graphics guard discounted this frame's score
+    #: the faces' boxes in the working copy's pixels (the landmarks run there)
+    face_boxes: list[Any] = field(default_factory=list)
 
 
 class Analyzer:
@@ -170,7 +172,8 @@ class Analyzer:
                 res.raw_nudity_score = d.raw_nudity_score
                 res.nudity_guard = d.guard
                 res.detections = [_scaled(x.to_record(), sc) for x in d.detections]
-                res.faces = [{**_scaled(f.to_record(), sc), "_box": f.bbox} for f in d.faces]
+                res.faces = [_scaled(f.to_record(), sc) for f in d.faces]
+                res.face_boxes = [f.bbox for f in d.faces]
             self._faces(frames, results, scales)
         if self.scene is not None:
             vecs = self.scene.embed(frames)
@@ -184,15 +187,12 @@ class Analyzer:
         self, frames: list[NDArray[np.uint8]], results: list[FrameResult], scales: list[float]
     ) -> None:
         if self.landmarks is None:
-            for r in results:
-                for f in r.faces:
-                    f.pop("_box", None)
             return
         age_chips, emb_chips, owners, checks = [], [], [], []
         for i, (frame, res, scale) in enumerate(zip(frames, results, scales, strict=True)):
             if not res.faces:
                 continue
-            shapes = self.landmarks.shapes(frame, [f.pop("_box") for f in res.faces])
+            shapes = self.landmarks.shapes(frame, res.face_boxes)
             for j, (face, shape) in enumerate(zip(res.faces, shapes, strict=True)):
                 face["landmarks"] = [
                     [round(x * scale, 1), round(y * scale, 1)]
