@@ -16,8 +16,9 @@ must work on a bare machine. Each image becomes one vector in three steps:
 A codebook carries the size at which its features are extracted. SIFT's cost is almost all of an
 embedding's (the VLAD, PCA and flip steps together take about 1 ms), and OpenCV's SIFT first
 doubles the image it is given, so it grows with the image area. The default ``scene-vlad-fast``
-codebook extracts its features from a copy whose longest side is 256 px, which costs about a
-quarter of the 512 px that the first model, ``scene-vlad``, uses (still shipped and loadable,
+codebook extracts its features from a copy whose longest side is 192 px (its strongest 400
+keypoints), which costs about a seventh of the 512 px that the first model, ``scene-vlad``, uses
+(still shipped and loadable,
 since old cases hold its vectors; the two models' vectors are never mixed in one index). It
 halves SIFT's contrast threshold (0.02), so that dark and low-contrast photos keep about as many
 keypoints as at 512 px. Its search quality is the same or better on the benchmarks

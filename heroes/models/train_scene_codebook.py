@@ -1,7 +1,8 @@
 """Regenerate the scene-embedding codebooks in ``heroes/models/assets/``.
 
 Run ``python -m heroes.models.train_scene_codebook`` for the default ``scene-vlad-fast``
-(``scene_codebook_fast.npz``: features of a 256 px copy, SIFT contrast threshold 0.02) or with
+(``scene_codebook_fast.npz``: features of a 192 px copy, 400 keypoints, SIFT contrast threshold
+0.02) or with
 ``--model scene-vlad`` for the first model (``scene_codebook.npz``: 512 px). Needs the ``dev``
 extras: scikit-image and scikit-learn, whose bundled sample photos are the only training data.
 Everything is seeded, so a rerun with the same library versions gives the same arrays; after a
@@ -56,10 +57,10 @@ PCA_DIM = 128
 SEED = 0
 AUGMENTATIONS_PER_PHOTO = 12
 #: manifest name -> (asset file, longest side of the copy SIFT runs on, keypoints kept, SIFT
-#: contrast threshold). The fast model's lower threshold gives a 256 px copy about as many
+#: contrast threshold). The fast model's lower threshold gives a small copy about as many
 #: keypoints in dark and low-contrast photos as the first model finds at 512 px.
 MODELS = {
-    "scene-vlad-fast": (DEFAULT_ASSET, 256, 1000, 0.02),
+    "scene-vlad-fast": (DEFAULT_ASSET, 192, 400, 0.02),
     "scene-vlad": (LEGACY_ASSET, 512, 1000, DEFAULT_CONTRAST),
 }
 DEFAULT_MODEL = "scene-vlad-fast"

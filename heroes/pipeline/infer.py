@@ -61,10 +61,17 @@ class Analyzer:
     def __init__(self, opts: InferOptions | None = None) -> None:
         self.opts = opts or InferOptions()
         if self.opts.model_dir or self.opts.trt_cache:
+            from pathlib import Path
+
             from heroes.models import registry, runtime
 
-            registry.set_model_dir(self.opts.model_dir)
-            runtime.set_trt_cache(self.opts.trt_cache)
+            # a worker process takes the folder the pass was given (a setting passed in code
+            # reaches no other process otherwise); where it already resolves there, nothing is
+            # pinned, so the process keeps following its settings
+            if self.opts.model_dir and Path(self.opts.model_dir) != registry.model_dir():
+                registry.set_model_dir(self.opts.model_dir)
+            if self.opts.trt_cache:
+                runtime.set_trt_cache(self.opts.trt_cache)
         self._detector: Any = None
         self._landmarks: Any = None
         self._age: Any = None

@@ -4,7 +4,7 @@ The gallery is every sample photo that ships with scikit-image and scikit-learn.
 ``stereo_motorcycle`` were held out of codebook training, so finding one from the other is a real
 "same scene, different viewpoint" test rather than recall of training data.
 
-The retrieval tests run on the default model (``scene-vlad-fast``, features of a 256 px copy) and
+The retrieval tests run on the default model (``scene-vlad-fast``, features of a 192 px copy) and
 on the first one (``scene-vlad``, 512 px), which old cases still hold vectors of.
 """
 
@@ -205,12 +205,12 @@ def test_rootsift_descriptors_are_non_negative_unit_vectors(photos) -> None:
 
 
 @pytest.mark.parametrize(
-    ("asset", "max_side", "contrast"),
-    [(DEFAULT_ASSET, 256, 0.02), (LEGACY_ASSET, 512, 0.04)],
+    ("asset", "max_side", "max_features", "contrast"),
+    [(DEFAULT_ASSET, 192, 400, 0.02), (LEGACY_ASSET, 512, 1000, 0.04)],
     ids=["fast", "legacy"],
 )
 def test_a_shipped_codebook_saves_back_to_its_bytes_and_loads_unchanged(
-    asset, max_side, contrast
+    asset, max_side, max_features, contrast
 ) -> None:
     codebook = load_shipped_codebook(asset)
     buf = io.BytesIO()
@@ -222,11 +222,11 @@ def test_a_shipped_codebook_saves_back_to_its_bytes_and_loads_unchanged(
     for name in ("centroids", "pca_mean", "pca_components", "pca_scale"):
         assert np.array_equal(getattr(codebook, name), getattr(again, name)), name
     assert (again.k, again.dim, again.flip_invariant) == (codebook.k, codebook.dim, True)
-    assert (again.max_side, again.max_features) == (max_side, 1000)
+    assert (again.max_side, again.max_features) == (max_side, max_features)
     assert again.contrast_threshold == contrast == codebook.contrast_threshold
 
 
-def test_a_dark_photo_keeps_keypoints_at_256_px(photos) -> None:
+def test_a_dark_photo_keeps_keypoints_at_192_px(photos) -> None:
     # a photo taken in low light: the 512 px model at OpenCV's contrast threshold finds nothing
     dark = (photos["chelsea"].astype(np.float32) * 0.25).astype(np.uint8)
     legacy = SceneEmbedder(load_shipped_codebook(LEGACY_ASSET))
@@ -246,15 +246,15 @@ def test_the_default_codebook_is_the_fast_model_and_the_settings_name_it() -> No
     spec = registry.get_spec("scene-vlad-fast")
     assert spec.file.endswith(DEFAULT_ASSET) and spec.sha256
     assert load_default_codebook() is load_shipped_codebook(DEFAULT_ASSET)
-    assert SceneEmbedder().max_side == 256
+    assert (SceneEmbedder().max_side, SceneEmbedder().max_features) == (192, 400)
 
 
-def test_the_fast_embedding_is_computed_on_a_256_px_copy(photos) -> None:
+def test_the_fast_embedding_is_computed_on_a_192_px_copy(photos) -> None:
     embedder = SceneEmbedder()
     image = cv2.resize(photos["coffee"], (512, 341), interpolation=cv2.INTER_AREA)
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    # the same grey copy given directly: bit-identical vector, since only 256 px are looked at
-    small = cv2.resize(gray, (256, 170), interpolation=cv2.INTER_AREA)
+    # the same grey copy given directly: bit-identical vector, since only 192 px are looked at
+    small = cv2.resize(gray, (192, 128), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(embedder.embed([image]), embedder.embed([small]))
     # while the 512 px model sees details that the reduced copy has lost
     legacy = SceneEmbedder(load_shipped_codebook(LEGACY_ASSET))
@@ -268,7 +268,7 @@ def test_the_recheck_keypoints_stay_at_512_px_whatever_the_codebook(photos) -> N
     for a, b in zip(fast.features(image), legacy.features(image), strict=True):
         np.testing.assert_array_equal(a, b)
     kps, _ = fast.embedding_features(image)
-    assert 0 < len(kps) < len(fast.features(image)[0]) and kps.max() < 256
+    assert 0 < len(kps) < len(fast.features(image)[0]) and kps.max() < 192
 
 
 def test_an_explicit_extraction_size_overrides_the_codebook(photos) -> None:
