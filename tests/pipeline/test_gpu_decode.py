@@ -175,35 +175,12 @@ def test_available_says_whether_this_machine_decodes_on_a_device() -> None:
     assert available() is True
 
 
-def _torchvision() -> Any:
-    try:
-        import torchvision.io
-
-        return torchvision.io
-    except Exception as exc:  # not installed, or built for another torch
-        pytest.skip(f"torchvision is not installed or does not import beside this torch: {exc}")
-
-
-@pytest.mark.parametrize("orientation", [1, 6, 3])
-def test_torchvision_cpu_decode_matches_the_cpu_working_copy(orientation: int) -> None:
-    _torchvision()
-    datas = [jpeg(photo(w, h, seed=w), orientation) for w, h in SIZES[:4]]
-    datas.append(b"\xff\xd8 broken")
-    got = decode_jpegs(datas, 512, "cpu")
-    assert got[-1] is None
-    for data, dev in zip(datas[:-1], got[:-1], strict=True):
-        cpu = analyze_image(data, working_size=512, keep_pixels=True).pixels
-        assert cpu is not None and dev is not None
-        assert dev.shape == cpu.shape
-        diff = np.abs(dev.astype(np.int16) - cpu.astype(np.int16))
-        assert float(diff.mean()) < 1.5
-
-
 @pytest.mark.gpu
 def test_cuda_decode_matches_the_cpu_working_copy() -> None:
+    """Runs on a GPU machine (where the ``gpu`` extra brings torchvision built for its torch);
+    the fallback contract above is what a CPU-only machine can check."""
     if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
-    _torchvision()
+        pytest.skip("needs a CUDA device (an accelerator); this machine has none")
     turns = [1, 6, 8, 3, 1, 2, 5]
     datas = [jpeg(photo(w, h, seed=w), o) for (w, h), o in zip(SIZES, turns, strict=True)]
     got = decode_jpegs(datas, 512, "cuda")
