@@ -155,6 +155,19 @@ def rss(engine: str, tmp: Path) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+def scrub(obj: Any, places: dict[str, str]) -> Any:
+    """The result without this machine's paths (the work folder, the Python environment)."""
+    if isinstance(obj, str):
+        for path, name in places.items():
+            obj = obj.replace(path, name)
+        return obj
+    if isinstance(obj, dict):
+        return {k: scrub(v, places) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [scrub(v, places) for v in obj]
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--files", type=int, default=1200)
@@ -215,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"demo on {e}: peak tree RSS {r['peak_rss_mib']} MiB, PSS {r['peak_pss_mib']} MiB"
             )
-    write_result("full_pass", result)
+    places = {str(tmp): "WORK", str(Path(sys.prefix)): "VENV", str(Path.cwd()): "."}
+    write_result("full_pass", scrub(result, places))
     if args.work is None:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -1,6 +1,6 @@
 """Peak resident memory of a command and every process it starts (the whole tree, sampled).
 
-``python benchmarks/rss_tree.py -- heroes triage demo/seizure --case /tmp/c --engine ray``
+``python benchmarks/rss_tree.py -- heroes triage demo/seizure --case CASE --engine ray``
 prints the peak of the summed RSS of the process tree, sampled every 0.1 s, and the largest
 processes at that peak. Ray's processes (raylet, GCS, workers) are children of the driver, so
 they are counted; shared memory (the object store) is counted once per process that maps it,
