@@ -317,28 +317,12 @@ class TriageWorker:
     def __init__(self, opts: AnalyzeOptions, ledger: Any, chunk: int) -> None:
         self.opts, self.ledger, self.chunk = opts, ledger, chunk
         self.node = _node()
-        _warm(opts)
+        _models(opts)  # load the sessions once, before the first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         works = _prepare([pickle.loads(b) for b in batch["ref"]], self.ledger, self.chunk)
         _decode_all(works, self.ledger, self.opts, infer=True)
         return _emit(works, self.node)
-
-
-def _warm(opts: AnalyzeOptions) -> None:
-    """Load every model of this process now, while the plan is still starting (the feed's read
-    task and the other actors start meanwhile), not on the first batch."""
-    analyzer = _models(opts)
-    if analyzer is None:
-        return
-    try:
-        for model in ("detector", "landmarks", "confirmer", "age", "face_embedder", "scene"):
-            getattr(analyzer, model)
-        for loaded in (analyzer.detector, analyzer.age, analyzer.face_embedder):
-            if loaded is not None and hasattr(loaded, "load"):
-                loaded.load()
-    except Exception:  # the first batch loads it again, and its files say what failed
-        return
 
 
 def decode_batch(
@@ -357,7 +341,7 @@ class InferWorker:
     def __init__(self, opts: AnalyzeOptions) -> None:
         self.opts = opts
         self.node = _node()
-        _warm(opts)
+        _models(opts)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         pairs: list[tuple[FileResult, Decoded | None]] = [pickle.loads(b) for b in batch["out"]]
