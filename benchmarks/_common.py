@@ -14,6 +14,17 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
+def package_versions(*packages: str) -> dict[str, str]:
+    """The installed version of each package that is installed."""
+    out: dict[str, str] = {}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -27,12 +38,7 @@ def machine() -> dict[str, Any]:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem = 0.0
-    versions = {}
-    for pkg in ("numpy", "pillow", "pdqhash", "av", "heroes"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
+    versions = package_versions("numpy", "pillow", "pdqhash", "av", "heroes")
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

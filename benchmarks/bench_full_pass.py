@@ -71,7 +71,6 @@ def heroes_pass(ev: Path, case: Path, engine: str) -> dict[str, Any]:
 def stages(paths: list[Path]) -> dict[str, float]:
     """Milliseconds per image of each stage, one process, one thread."""
     import cv2
-    import numpy as np
 
     from heroes.config import Settings
     from heroes.pipeline.decode import analyze_image
@@ -116,7 +115,6 @@ def stages(paths: list[Path]) -> dict[str, float]:
         for k, v in vars(plan).items()
         if k in ("detector", "landmarks", "age", "face_embed", "scene_embed")
     }
-    del np
     return out
 
 

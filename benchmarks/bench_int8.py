@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib import metadata
 from typing import Any
 
 import numpy as np
-from _common import write_result
+from _common import package_versions, write_result
 
 from heroes.models import int8, registry
 from heroes.models.base import OnnxModel
@@ -33,13 +32,7 @@ from heroes.models.detect import Detector
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("onnxruntime", "onnx", "numpy", "scikit-image", "scikit-learn"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return package_versions("onnxruntime", "onnx", "numpy", "scikit-image", "scikit-learn")
 
 
 def cpu_flags() -> list[str]:

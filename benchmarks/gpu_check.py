@@ -37,13 +37,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+
+from _common import package_versions  # noqa: E402
+
 GOAL_IMG_S = 3000.0
 
 
@@ -152,8 +154,7 @@ def timed(count: int, fn: Callable[[], Any]) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pkg in (
+    return package_versions(
         "heroes",
         "torch",
         "torchvision",
@@ -164,12 +165,7 @@ def versions() -> dict[str, str]:
         "pillow",
         "faiss-cpu",
         "faiss-gpu",
-    ):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    )
 
 
 def machine_info() -> dict[str, Any]:

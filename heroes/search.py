@@ -247,16 +247,6 @@ def search_faces(
     )[1]
 
 
-def _query_options(settings: Settings, **models: str | None) -> InferOptions:
-    return InferOptions(
-        **models,  # type: ignore[arg-type]
-        device=settings.device,
-        threads=settings.ort_threads,
-        model_dir=str(settings.model_dir) if settings.model_dir else None,
-        trt_cache=str(settings.trt_cache) if settings.trt_cache else None,
-    )
-
-
 def face_analyzer(settings: Settings) -> Analyzer:
     """The models a face query runs (detector, landmarks, face embedding: the variant the pass
     runs on this device), loaded on first use."""
@@ -266,8 +256,9 @@ def face_analyzer(settings: Settings) -> Analyzer:
     if face in registry.manifest_specs():
         face = registry.preferred_variant(face, settings.device, allow_int8=settings.int8)
     return Analyzer(
-        _query_options(
+        InferOptions.from_settings(
             settings,
+            threads=settings.ort_threads,
             detector=settings.detector_model,
             landmarks=settings.landmarks_model,
             age=None,
@@ -280,8 +271,9 @@ def face_analyzer(settings: Settings) -> Analyzer:
 def scene_analyzer(settings: Settings) -> Analyzer:
     """The model a scene query runs, loaded on first use."""
     return Analyzer(
-        _query_options(
+        InferOptions.from_settings(
             settings,
+            threads=settings.ort_threads,
             detector=None,
             landmarks=None,
             age=None,
@@ -310,8 +302,9 @@ def search_faces_detail(
         chosen: list[int] = []
         # each case is searched with the model its faces were embedded with (the query is
         # embedded again only for a case made with a model of another family)
+        family = model_family(settings.face_model)
         for model, group in _by_case_model(cases, "face", settings.face_model).items():
-            same = model in model_family(settings.face_model)
+            same = model in family
             own = (
                 analyzer
                 if same and analyzer is not None

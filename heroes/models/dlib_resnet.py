@@ -37,9 +37,6 @@ against dlib's own forward pass in the tests):
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -517,20 +514,9 @@ def convert(dat_path: Path, onnx_path: Path) -> str:
     """
     model = build_onnx(read_dlib_net(Path(dat_path)))
     onnx.checker.check_model(model)
-    blob = model.SerializeToString()
-    onnx_path = Path(onnx_path)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{onnx_path.name}.", dir=onnx_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, onnx_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(blob).hexdigest()
+    from heroes.models.registry import write_model
+
+    return write_model(Path(onnx_path), model.SerializeToString())
 
 
 def preprocess(chips: NDArray[np.uint8]) -> NDArray[np.float32]:

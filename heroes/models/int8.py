@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -156,19 +155,7 @@ def build(spec: ModelSpec, source: Path, target: Path) -> str:
     returns the new file's sha256. Written beside ``target`` and renamed into place, so a reader
     never sees half a model."""
     recipe = Recipe.of(spec)
-    blob = quantize(source, load_ranges(recipe), recipe)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(blob).hexdigest()
+    return registry.write_model(target, quantize(source, load_ranges(recipe), recipe))
 
 
 # --- calibration (offline) ---------------------------------------------------------------------

@@ -258,6 +258,25 @@ def locate(spec: ModelSpec) -> Path | None:
     return None
 
 
+def write_model(path: Path, blob: bytes) -> str:
+    """Write a made model file (a conversion, a quantised copy) beside ``path`` and rename it into
+    place, so a reader never sees half a model and an interrupted run leaves the previous file
+    intact; returns its sha256 (hex). Each writer has its own temporary name, so processes making
+    the same file at once do not collide."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(blob).hexdigest()
+
+
 _CONVERTERS = {"dlib-face-resnet": "heroes.models.dlib_resnet"}
 _convert_lock = threading.RLock()  # a variant's conversion resolves (converts) its source
 

@@ -122,6 +122,11 @@ def analyze_media(
     return infer_many([decode_media(media_type, data, fs_path, opts)], opts)[0]
 
 
+def crashed() -> Analysis:
+    """The analysis of a file whose decoder killed its worker process."""
+    return Analysis({"status": "error", "error": CRASHED})
+
+
 def analyze_alone(job: Job, opts: AnalyzeOptions) -> Analysis:
     """One file analysed in a process of its own: a file that kills it gets an error record
     (after a worker died on a batch holding it, each file of the batch is tried this way)."""
@@ -133,7 +138,7 @@ def analyze_alone(job: Job, opts: AnalyzeOptions) -> Analysis:
         try:
             return one.submit(analyze_media, *job, opts).result()
         except BrokenProcessPool:
-            return Analysis({"status": "error", "error": CRASHED})
+            return crashed()
 
 
 def analyze_many(jobs: list[Job], opts: AnalyzeOptions) -> list[Analysis]:

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from heroes.config import Settings
-from heroes.pipeline.analyze import CRASHED, Analysis, AnalyzeOptions, Job
+from heroes.pipeline.analyze import Analysis, AnalyzeOptions, Job
 from heroes.pipeline.discover import Entry, content_source
 from heroes.pipeline.hashsets import category_text, known_match
 from heroes.pipeline.identify import (
@@ -383,7 +383,7 @@ class PassCore:
             row.update(status="duplicate", duplicate_of=original)
             return
         claimed = _claimed_media(entry.path)
-        if ident.media_type in (MEDIA_IMAGE, MEDIA_VIDEO):
+        if needs_pixels(ident, entry.error, bool(entry.archive_kind)):
             decision.decode = True
             decision.data = ident.data
         elif claimed and ident.media_type == MEDIA_OTHER:
@@ -469,7 +469,3 @@ class PassCore:
         self.vectors.clear()
         self.buffer = waiting
         self.last_flush = time.monotonic()
-
-
-def crashed() -> Analysis:
-    return Analysis({"status": "error", "error": CRASHED})

@@ -16,10 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from heroes.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,21 @@ class InferOptions:
     #: the ``model_dir`` and ``trt_cache`` settings, for the processes that load the models
     model_dir: str | None = None
     trt_cache: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, threads: int | None, **models: str | None
+    ) -> InferOptions:
+        """The named models (the others as their defaults) run as ``settings`` say: device,
+        precision, model folder, TensorRT cache; ``threads`` per ONNX Runtime session."""
+        return cls(
+            **models,  # type: ignore[arg-type]
+            threads=threads,
+            device=settings.device,
+            fp16=settings.fp16,
+            model_dir=str(settings.model_dir) if settings.model_dir else None,
+            trt_cache=str(settings.trt_cache) if settings.trt_cache else None,
+        )
 
 
 @dataclass

@@ -47,6 +47,7 @@ from heroes.pipeline.analyze import (
     Decoded,
     _models,
     analyze_alone,
+    crashed,
     decode_media,
     infer_many,
 )
@@ -54,8 +55,8 @@ from heroes.pipeline.core import (
     Admitted,
     Identified,
     PassCore,
-    crashed,
     exact_matches,
+    identify_entry,
     identify_source,
     needs_pixels,
     only_known_good,
@@ -758,8 +759,8 @@ class InOrder:
         )
 
     def take(self, result: FileResult) -> None:
-        if result.key not in self.sent or result.key in self.back or result.key < self.next_key:
-            return  # already redone here
+        if result.key not in self.sent or result.key in self.back:
+            return  # decided already, or redone here
         self.back[result.key] = result
         sha = result.ident.digests.sha256 if result.ident.digests else None
         if sha and result.analysis is not None:
@@ -813,22 +814,16 @@ class InOrder:
     def redo(self, key: int) -> None:
         """Decide a file the plan has not returned, reading and analysing it here."""
         entry, _admitted = self.sent[key]
-        fs = content_source(entry) if entry.data is None else None
-        ident = identify_source(entry.data, fs, bool(entry.archive_kind), self.chunk)
         self.redone += 1
-        self.back[key] = FileResult(key, ident, None, None, None)
+        self.back[key] = FileResult(key, identify_entry(entry, self.chunk), None, None, None)
 
     def finish(self) -> None:
         """After the plan: every file not back is redone, and everything is decided."""
         for key in sorted(self.sent):
             if key not in self.back:
                 self.redo(key)
-        while self.sent:
-            key = min(self.sent)
             self.next_key = key
-            r = self.back[key]
-            self._decide(r, wait=False)
-            del self.back[key]
+            self._decide(self.back.pop(key), wait=False)
             del self.sent[key]
 
 

@@ -316,13 +316,8 @@ def model_plan(settings: Settings, summary: TriageSummary | None = None) -> Infe
                 summary.models[name] = "ok" if ok else (st.reason if st else "no manifest")
     if chosen["detector"] is None:
         chosen.update(landmarks=None, age=None, face_embed=None)
-    return InferOptions(
-        **chosen,
-        threads=settings.ort_threads or _ort_threads(settings),
-        device=settings.device,
-        fp16=settings.fp16,
-        model_dir=str(settings.model_dir) if settings.model_dir else None,
-        trt_cache=str(settings.trt_cache) if settings.trt_cache else None,
+    return InferOptions.from_settings(
+        settings, threads=settings.ort_threads or _ort_threads(settings), **chosen
     )
 
 
