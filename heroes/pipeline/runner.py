@@ -166,9 +166,25 @@ class LocalEngine:
             submit(force=True)
             while decoding:
                 settle_decodes(block=True)
+        except BaseException:
+            # interrupted (Ctrl-C) or failed: stop now, without waiting for a decode that may
+            # run for minutes (a long video) or never saw the interrupt; what was written stays
+            _stop_now(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             core.flush(force=True)
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """End a process pool's workers at once (its queued work is dropped)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in workers:
+        proc.join(timeout=5)
 
 
 def triage(
