@@ -155,7 +155,7 @@ def triage(
     engine: Annotated[
         str | None,
         typer.Option(
-            help="ray (a Ray Data plan, the default), local (a process pool; faster for small "
+            help="ray (Ray actors, the default), local (a process pool; faster for small "
             "seizures on one machine) or auto (Ray for a cluster address or a large seizure). "
             "Default: HEROES_ENGINE, else ray."
         ),
@@ -203,7 +203,7 @@ def triage(
     ] = None,
 ) -> None:
     """Ingest a seizure: discover, hash, match known hash sets, decode, run the models, score and
-    rank every file. Runs as a Ray Data plan (embedded, or on a cluster with --address) or in a
+    rank every file. Runs on Ray (embedded, or on a cluster with --address) or in a
     local process pool; a re-run resumes."""
     from heroes.pipeline.hashsets import HashSetError
     from heroes.pipeline.runner import triage as run_triage

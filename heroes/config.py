@@ -217,7 +217,7 @@ class Settings(BaseSettings):
     nudity_threshold: float = Field(0.5, ge=0, le=1, description="explicit at or above this score")
     engine: Literal["auto", "ray", "local"] = Field(
         "ray",
-        description="ray: a Ray Data plan (embedded unless ray.address); local: a process pool; "
+        description="ray: Ray actors (embedded unless ray.address); local: a process pool; "
         "auto: Ray for a cluster address or a seizure of ray.min_files files or more",
     )
     ray: RaySettings = Field(default_factory=RaySettings)

@@ -1,44 +1,46 @@
-"""The triage pass as a Ray Data plan: the same decisions as the local engine, spread over Ray.
+"""The triage pass on Ray: the same decisions as the local engine, spread over Ray's actors.
 
 Data flow (see ``docs/ray-pass.md`` for the measurements behind it)::
 
-    driver: walk + resume check ──refs──▶ Feed actor ──▶ read task (streams blocks of refs)
-        ──▶ fused:  TriageWorker actors (hash + claim + decode + models), one per CPU
-        ──▶ split:  decode tasks (hash + claim + decode, CPU) ──pixels──▶ InferWorker actors (GPU)
-        ──▶ driver: decide + write (the only writer of the case store)
+    driver: walk + admit ──batch of refs──▶ Reader.hash ──hashes──▶ driver: Claims
+        ──verdicts──▶ Reader.analyse
+          fused: the readers run the models too, one actor per CPU
+          split: readers decode ──frames──▶ InferWorker actors (GPU)
+    ──results──▶ driver: in walk order, decide + write (the only reader and writer of the store)
 
-- File references stream, not bytes: a file on disk travels as its path and is read once, where it
+- File references travel, not bytes: a file on disk travels as its path and is read once, where it
   is hashed and decoded. Archive members have no path, so they travel with their bytes (bounded by
-  the walker's limits and by the number of files in flight).
-- The driver keeps at most ``in_flight`` files out; anything sent and never returned (a lost node)
-  is redone in the driver, each file in its own process, so every file is accounted for.
-- Exact duplicates and known-good files are not decoded: after hashing, a worker asks the
-  :class:`Ledger` (one actor beside the driver, reading the case store) whether the file is the
-  first of its SHA-256 in the case and not known-good. Copies get their original's results when the
-  case is finalised, as in the local engine.
-- A file that kills its worker (a native crash in a decoder): Ray restarts the actor and retries the
-  batch; the worker sees from the ledger that the batch ran before, decodes its files one at a time,
-  and a file that was being decoded alone when a worker died becomes an error record.
+  the walker's limits and by the batches in flight: two per reader).
+- Exact duplicates and known-good files are not decoded: a reader hashes a batch and keeps its
+  bytes; the driver's :class:`Claims` decides which files are the first of their SHA-256 in the
+  case and not known-good; the reader decodes those.
+- A file that kills its worker (a native crash in a decoder): Ray restarts the actor; the calls
+  that were out on it fail back to the driver, which sends their files again one by one; a file
+  that kills a worker again is analysed by the driver in a process of its own, where the crash
+  becomes its error record.
+- Anything sent and never returned (an actor lost with its node) is redone in the driver, each file
+  in its own process, so every file is accounted for.
+- Ray Core, not Ray Data: the plan is a stream of small batches from a walker whose results must be
+  decided in walk order, with a claim between hashing and decoding; Ray Data's executor added a
+  read task and three helper actors (about 770 MiB resident on a laptop) and seconds of start-up
+  and CPU for no gain here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import queue
 import re
 import signal
 import tempfile
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from heroes.config import Settings
 from heroes.pipeline.analyze import (
@@ -47,7 +49,6 @@ from heroes.pipeline.analyze import (
     Decoded,
     _models,
     analyze_alone,
-    crashed,
     decode_media,
     infer_many,
 )
@@ -68,10 +69,6 @@ from heroes.pipeline.identify import StreamSource
 ACTOR_START_S = 600
 #: frames a model actor holding a GPU takes in one call (the detector chunks them by 64)
 GPU_BATCH_FRAMES = 256
-#: Ray Data block size for the whole plan (see build_dataset)
-BLOCK_BYTES = 8 * 1024
-#: files in flight at least: their refs must fill more than one block (a ref is >= 40 bytes)
-MIN_IN_FLIGHT = 512
 _UNIX_SOCKET_MAX = 107
 #: the longest file name Ray puts under its temp dir (session_<date>_<pid>/sockets/plasma_store)
 _RAY_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
@@ -97,10 +94,10 @@ class Ref:
 
 @dataclass(slots=True)
 class FileResult:
-    """What the plan hands back for one file: its hashes, what the ledger said of it, and (when
+    """What the plan hands back for one file: its hashes, the driver's verdict on it, and (when
     this worker decoded it) its :class:`~heroes.pipeline.analyze.Analysis`.
 
-    ``verdict`` is None when the ledger was not asked (nothing to decode), ``decode``,
+    ``verdict`` is None when the file needs no pixels (nothing to decode), ``decode``,
     ``duplicate`` (``owner`` is the key of the file of this run that claimed the content, None when
     the case held it before) or ``known_good``."""
 
@@ -113,197 +110,58 @@ class FileResult:
     infer_node: str | None = None
 
 
-def _pack(obj: Any) -> bytes:
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
 # --------------------------------------------------------------------------------------------------
-# actors beside the driver
+# the driver's claims
 
 
-class Feed:
-    """A queue of references the driver fills and the plan's read task drains (async actor)."""
+class Claims:
+    """Which file of a SHA-256 is decoded (the first of this run to claim it) and which files are
+    known-good, decided in the driver from the hashes a worker sends back, before anything is
+    decoded. The case store is the driver's own: no second reader, no actor."""
 
-    def __init__(self) -> None:
-        import asyncio
-
-        self._items: deque[bytes] = deque()
-        self._closed = False
-        self._event = asyncio.Event()
-
-    async def push(self, items: list[bytes], close: bool = False) -> None:
-        self._items.extend(items)
-        self._closed = self._closed or close
-        self._event.set()
-
-    async def pull(self, n: int, wait_s: float) -> tuple[list[bytes], bool]:
-        import asyncio
-
-        if not self._items and not self._closed:
-            self._event.clear()
-            try:
-                await asyncio.wait_for(self._event.wait(), wait_s)
-            except TimeoutError:
-                pass
-        out = [self._items.popleft() for _ in range(min(n, len(self._items)))]
-        return out, self._closed and not self._items
-
-
-class Ledger(Feed):
-    """Which file of a SHA-256 is decoded (the first to claim it), which files are known-good,
-    and which batches and files were being worked on when a worker died; also the feed of
-    references (one actor beside the driver, not two: each Ray process costs over 100 MB)."""
-
-    def __init__(self, case_dir: str, db_url: str | None) -> None:
-        from heroes.store.db import CaseStore
-
-        super().__init__()
-
-        self.store = CaseStore(Path(case_dir), db_url, create=False)
-        self.has_sets = bool(self.store.hashsets())
-        self.had_items = self.store.count_items() > 0
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.has_sets = bool(store.hashsets())
+        self.had_items = store.count_items() > 0
         self.claims: dict[bytes, int] = {}
-        self.batch_attempts: Counter[int] = Counter()
-        self.open_alone: set[int] = set()
 
-    def claim(
-        self, rows: list[tuple[int, str, str, str, int | None]]
-    ) -> list[tuple[str, int | None, int]]:
-        """For each (key, md5, sha1, sha256, update_of): (verdict, owner, earlier attempts) where
-        the verdict is ``decode``, ``duplicate`` (another file has this content: the key that
-        claimed it in this run, or None for a file of the case) or ``known_good``; attempts counts
-        how often this file's batch was started before."""
-        out: list[tuple[str, int | None, int]] = []
-        for key, md5, sha1, sha256, update_of in rows:
-            if self.has_sets and only_known_good(exact_matches(self.store, md5, sha1, sha256)):
-                out.append(("known_good", None, 0))
-                continue
-            digest = bytes.fromhex(sha256)
-            owner = self.claims.setdefault(digest, key)
-            if owner != key:
-                out.append(("duplicate", owner, 0))
-                continue
-            if self.had_items:
-                first = self.store.first_with_sha256(sha256)
-                if first is not None and first != update_of:
-                    out.append(("duplicate", None, 0))
-                    continue
-            out.append(("decode", None, self.batch_attempts[key]))
-            self.batch_attempts[key] += 1
-        return out
-
-    def alone(self, key: int, finished: int | None) -> bool:
-        """A worker is about to decode file ``key`` alone (and has finished ``finished``). True
-        when a worker started this file alone before and never finished it: it died on it."""
-        if finished is not None:
-            self.open_alone.discard(finished)
-        if key < 0:
-            return False
-        if key in self.open_alone:
-            self.open_alone.discard(key)
-            return True
-        self.open_alone.add(key)
-        return False
-
-    def forget(self, keys: list[int]) -> None:
-        for k in keys:
-            self.batch_attempts.pop(k, None)
-            self.open_alone.discard(k)
-
-    def close(self) -> None:
-        self.store.close()
+    def verdict(self, ref: Ref, ident: Identified) -> tuple[str | None, int | None]:
+        """(verdict, owner): ``decode``; ``duplicate`` (another file has this content: the key
+        that claimed it in this run, or None for a file of the case); ``known_good``; or None
+        when the file needs no pixels (nothing to decode, or unchanged since the last run)."""
+        d = ident.digests
+        if (
+            d is None
+            or not needs_pixels(ident, ref.entry_error, ref.is_archive)
+            or (ref.old_sha is not None and ref.old_sha == d.sha256)
+        ):
+            return None, None
+        if self.has_sets and only_known_good(exact_matches(self.store, d.md5, d.sha1, d.sha256)):
+            return "known_good", None
+        owner = self.claims.setdefault(bytes.fromhex(d.sha256), ref.key)
+        if owner != ref.key:
+            return "duplicate", owner
+        if self.had_items:
+            first = self.store.first_with_sha256(d.sha256)
+            if first is not None and first != ref.update_of:
+                return "duplicate", None
+        return "decode", None
 
 
 # --------------------------------------------------------------------------------------------------
 # the plan's stages (run in Ray workers)
 
 
+#: what a stage hands on per file: its result, and (split plan, before the models) its frames
+Pair = tuple[FileResult, Decoded | None]
+
+
 @dataclass(slots=True)
 class _Work:
-    """A file inside a worker: what it was sent, what hashing found, what the ledger said."""
+    """A file inside a worker between its two calls: what it was sent and what hashing found."""
 
     ref: Ref
     ident: Identified
-    verdict: str | None = None
-    owner: int | None = None
-    attempts: int = 0
-    decoded: Decoded | None = None
-    analysis: Analysis | None = None
-
-    def result(self, node: str) -> FileResult:
-        return FileResult(
-            self.ref.key, self.ident.without_data(), self.verdict, self.owner, self.analysis, node
-        )
-
-
-def _prepare(refs: list[Ref], ledger: Any, chunk: int) -> list[_Work]:
-    """Hash and sniff each file, then ask the ledger which ones to decode."""
-    import ray
-
-    works: list[_Work] = []
-    ask: list[tuple[int, str, str, str, int | None]] = []
-    for ref in refs:
-        w = _Work(ref, identify_source(ref.data, ref.fs_path, ref.is_archive, chunk))
-        d = w.ident.digests
-        if (
-            d is not None
-            and needs_pixels(w.ident, ref.entry_error, ref.is_archive)
-            and not (ref.old_sha is not None and ref.old_sha == d.sha256)
-        ):
-            ask.append((ref.key, d.md5, d.sha1, d.sha256, ref.update_of))
-            w.verdict = "ask"
-        works.append(w)
-    answers = iter(ray.get(ledger.claim.remote(ask)) if ask else [])
-    for w in works:
-        if w.verdict == "ask":
-            w.verdict, w.owner, w.attempts = next(answers)
-    return works
-
-
-def _decode_all(works: list[_Work], ledger: Any, opts: AnalyzeOptions, *, infer: bool) -> None:
-    """Decode (and with ``infer``, run the models on, in batches across the files) every file the
-    ledger gave this worker.
-
-    After a worker died on this batch, files are decoded one at a time, each announced to the
-    ledger first: the one that was being decoded alone when a worker died is not tried again."""
-    import ray
-
-    todo = [w for w in works if w.verdict == "decode"]
-    if any(w.attempts > 0 for w in todo):
-        finished: int | None = None
-        for w in todo:
-            died_on_it = ray.get(ledger.alone.remote(w.ref.key, finished))
-            finished = w.ref.key
-            if died_on_it:
-                w.analysis = crashed()
-                continue
-            w.decoded = decode_media(w.ident.media_type, w.ident.data, w.ref.fs_path, opts)
-            if infer:
-                w.analysis = infer_many([w.decoded], opts)[0]
-                w.decoded = None
-        if finished is not None:
-            ray.get(ledger.alone.remote(-1, finished))
-        return
-    for w in todo:
-        w.decoded = decode_media(w.ident.media_type, w.ident.data, w.ref.fs_path, opts)
-    if infer:
-        done = infer_many([w.decoded for w in todo if w.decoded is not None], opts)
-        for w, analysis in zip(todo, done, strict=True):
-            w.analysis, w.decoded = analysis, None
-
-
-def _emit(works: list[_Work], node: str) -> dict[str, Any]:
-    """The batch's results; in the split plan, the decoded frames ride along to the models."""
-    rows = []
-    for w in works:
-        decoded, w.decoded = w.decoded, None
-        if decoded is not None and w.analysis is None:
-            if decoded.frames:
-                rows.append(_pack((w.result(node), decoded)))
-                continue
-            w.analysis = Analysis(dict(decoded.fields))
-        rows.append(_pack((w.result(node), None)))
-    return {"out": np.array(rows, dtype=object)}
 
 
 def _node() -> str:
@@ -312,27 +170,53 @@ def _node() -> str:
     return str(ray.get_runtime_context().get_node_id())[:12]
 
 
-class TriageWorker:
-    """The fused stage: hash + decode + EXIF + PDQ + models, one actor per CPU, ORT 1 thread."""
+class Reader:
+    """Reads, hashes and decodes files, in two calls per batch: :meth:`hash` (the driver then
+    decides which files to decode) and :meth:`analyse`. The fused plan's readers also run the
+    models (one actor per CPU, ORT one thread); the split plan's hand the frames on to the model
+    actors. A batch's bytes stay here between the two calls."""
 
-    def __init__(self, opts: AnalyzeOptions, ledger: Any, chunk: int) -> None:
-        self.opts, self.ledger, self.chunk = opts, ledger, chunk
+    def __init__(self, opts: AnalyzeOptions, chunk: int, infer: bool) -> None:
+        self.opts, self.chunk, self.infer = opts, chunk, infer
         self.node = _node()
-        _models(opts)  # load the sessions once, before the first batch
+        self.held: dict[int, list[_Work]] = {}
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        works = _prepare([pickle.loads(b) for b in batch["ref"]], self.ledger, self.chunk)
-        _decode_all(works, self.ledger, self.opts, infer=True)
-        return _emit(works, self.node)
+    def ready(self) -> str:
+        return self.node
 
+    def hash(self, bid: int, refs: list[Ref]) -> list[Identified]:
+        works = [
+            _Work(r, identify_source(r.data, r.fs_path, r.is_archive, self.chunk)) for r in refs
+        ]
+        self.held[bid] = works
+        return [w.ident.without_data() for w in works]
 
-def decode_batch(
-    batch: dict[str, np.ndarray], opts: AnalyzeOptions, ledger: Any, chunk: int
-) -> dict[str, Any]:
-    """The split layout's CPU stage: hash + decode; frames go on to the model actors."""
-    works = _prepare([pickle.loads(b) for b in batch["ref"]], ledger, chunk)
-    _decode_all(works, ledger, opts, infer=False)
-    return _emit(works, _node())
+    def analyse(self, bid: int, verdicts: list[tuple[str | None, int | None]]) -> list[Pair] | None:
+        """Decode (and in the fused plan, run the models on, in batches across the files) what
+        the driver gave this batch to decode. None when this actor does not hold the batch (it
+        was restarted since :meth:`hash`)."""
+        works = self.held.pop(bid, None)
+        if works is None:
+            return None
+        out: list[Pair] = []
+        decoded: list[tuple[int, Decoded]] = []
+        for w, (verdict, owner) in zip(works, verdicts, strict=True):
+            result = FileResult(w.ref.key, w.ident.without_data(), verdict, owner, None, self.node)
+            out.append((result, None))
+            if verdict == "decode":
+                d = decode_media(w.ident.media_type, w.ident.data, w.ref.fs_path, self.opts)
+                if d.frames or self.infer:
+                    decoded.append((len(out) - 1, d))
+                else:  # nothing for the model actors
+                    result.analysis = Analysis(dict(d.fields))
+        if self.infer:
+            done = infer_many([d for _i, d in decoded], self.opts)
+            for (i, _d), analysis in zip(decoded, done, strict=True):
+                out[i][0].analysis = analysis
+        else:
+            for i, d in decoded:
+                out[i] = (out[i][0], d)
+        return out
 
 
 class InferWorker:
@@ -344,44 +228,18 @@ class InferWorker:
         self.node = _node()
         _models(opts)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        pairs: list[tuple[FileResult, Decoded | None]] = [pickle.loads(b) for b in batch["out"]]
+    def ready(self) -> str:
+        return self.node
+
+    def run(self, pairs: list[Pair] | None) -> list[Pair] | None:
+        if pairs is None:  # the reader had lost the batch: the driver sends it again
+            return None
         todo = [(r, d) for r, d in pairs if d is not None]
         for (r, _d), analysis in zip(
             todo, infer_many((d for _r, d in todo if d is not None), self.opts), strict=True
         ):
             r.analysis, r.infer_node = analysis, self.node
-        return {"out": np.array([_pack((r, None)) for r, _d in pairs], dtype=object)}
-
-
-# --------------------------------------------------------------------------------------------------
-# the source: a read task that streams what the driver pushes into the feed
-
-
-def _feed_source(feed: Any, block_rows: int) -> Any:
-    import pyarrow as pa
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    def read() -> Iterator[Any]:
-        import ray
-
-        while True:
-            items, done = ray.get(feed.pull.remote(block_rows, 0.5))
-            if items:
-                yield pa.table({"ref": pa.array(items, type=pa.binary())})
-            elif done:
-                return
-
-    class FeedSource(Datasource):
-        def estimate_inmemory_data_size(self) -> int | None:
-            return None
-
-        def get_read_tasks(self, parallelism: int, **_kw: Any) -> list[ReadTask]:
-            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-            return [ReadTask(read, meta)]
-
-    return FeedSource()
+        return [(r, None) for r, _d in pairs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,17 +294,13 @@ def reap_stale_ray(temp_dir: Path) -> int:
 def _quiet() -> None:
     """Ray's notices go to the session's log files, not to the examiner's terminal."""
     import logging
-    import warnings
 
-    import ray.data  # noqa: F401  (configures the ray.data logger, which is adjusted below)
+    import ray  # noqa: F401  (configures the ray logger, which is adjusted below)
 
-    for name in ("ray", "ray.data"):
-        for handler in logging.getLogger(name).handlers:
-            if not isinstance(handler, logging.FileHandler):
-                # crash notices and retries are Ray's business: the pass accounts for every file
-                handler.setLevel(logging.CRITICAL + 1)
-    # the feed is one streaming read task, so Ray Data estimates one input block; it is not
-    warnings.filterwarnings("ignore", message=".*operator only received.*")
+    for handler in logging.getLogger("ray").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            # crash notices and retries are Ray's business: the pass accounts for every file
+            handler.setLevel(logging.CRITICAL + 1)
 
 
 #: lines Ray writes to the driver's stderr: its C++ core's (glog, ``[date time,ms E pid tid]``),
@@ -521,7 +375,6 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
     for key, value in (
         ("RAY_USAGE_STATS_ENABLED", "0"),
         ("RAY_AUTH_MODE", "disabled"),
-        ("RAY_DATA_DISABLE_PROGRESS_BARS", "1"),
     ):
         os.environ.setdefault(key, value)
     _quiet()
@@ -542,17 +395,58 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
     reap_stale_ray(tmp)
     # workers inherit the driver's environment: keep caches out of the home folder
     os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))
-    ray.init(
-        num_cpus=rs.cpus or os.cpu_count() or 1,
-        num_gpus=rs.gpus,
-        include_dashboard=False,
-        _temp_dir=str(tmp),
-        object_store_memory=rs.object_store_mb * 1024 * 1024,
-        log_to_driver=False,
-        logging_level="WARNING",
-        configure_logging=True,
-    )
+    with _lean_head():
+        ray.init(
+            num_cpus=rs.cpus or os.cpu_count() or 1,
+            num_gpus=rs.gpus,
+            include_dashboard=False,
+            _temp_dir=str(tmp),
+            object_store_memory=rs.object_store_mb * 1024 * 1024,
+            log_to_driver=False,
+            logging_level="WARNING",
+            configure_logging=True,
+        )
     return True, str(tmp)
+
+
+@contextmanager
+def _lean_head() -> Iterator[None]:
+    """An embedded Ray head without three processes a pass on one machine never uses: the
+    autoscaler's monitor (nothing scales), the log monitor (workers' output stays in their log
+    files: ``log_to_driver`` is off) and the dashboard's HTTP head (``include_dashboard=False``
+    still starts a minimal one). About 290 MiB resident and 2 s of start-up on 2 cores.
+
+    ``ray.init`` has no switch for them, so its head node is built with them turned off (Ray's
+    own ``RayParams.no_monitor`` and ``include_log_monitor``); a Ray whose internals differ from
+    the pinned version's starts the usual head."""
+    try:
+        from ray._private import node as ray_node
+    except ImportError:
+        yield
+        return
+    node_cls: Any = ray_node.Node
+    init, api = node_cls.__init__, getattr(node_cls, "start_api_server", None)
+    if api is None or not all(
+        hasattr(ray_node.ray._private.parameter.RayParams(), f)
+        for f in ("no_monitor", "include_log_monitor")
+    ):
+        yield
+        return
+
+    def lean_init(self: Any, ray_params: Any, *args: Any, head: bool = False, **kw: Any) -> None:
+        if head:
+            ray_params.no_monitor = True
+            ray_params.include_log_monitor = False
+        init(self, ray_params, *args, head=head, **kw)
+
+    def no_api_server(self: Any, **_kw: Any) -> None:
+        self._webui_url = None
+
+    node_cls.__init__, node_cls.start_api_server = lean_init, no_api_server
+    try:
+        yield
+    finally:
+        node_cls.__init__, node_cls.start_api_server = init, api
 
 
 def plan_for(settings: Settings, temp_dir: str | None) -> RayPlan:
@@ -585,60 +479,196 @@ def plan_for(settings: Settings, temp_dir: str | None) -> RayPlan:
     )
 
 
-def build_dataset(plan: RayPlan, feed: Any, ledger: Any, opts: AnalyzeOptions, chunk: int) -> Any:
-    """The Ray Data plan: refs from the feed, then the fused or the split stages."""
-    import ray
+#: batches each reader has in flight: one being analysed, one being hashed or waiting, so no
+#: actor idles while the driver decides what to decode and sends the next call
+DEPTH = 2
+#: times a batch is sent again after a restarted reader no longer held it, before its files
+#: are treated as if their worker had died on them
+MAX_LOST = 3
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = False
-    # Ray Data holds a read task's output until a block reaches this size (None: until the task
-    # ends). The feed's refs are small and its one read task lasts the whole pass, so blocks must
-    # be small for refs to flow; the driver keeps enough refs in flight to fill several.
-    ctx.target_max_block_size = BLOCK_BYTES
-    # start once every actor is up (models loaded), so work spreads over all of them and all
-    # nodes; an actor pool the cluster cannot place fails with a clear error instead of waiting
-    ctx.wait_for_min_actors_s = ACTOR_START_S
-    ds = ray.data.read_datasource(_feed_source(feed, 256), override_num_blocks=1, num_cpus=0)
-    if plan.layout == "fused":
-        # ORT with one thread per actor, one actor per CPU: every stage keeps every core busy
-        # (asked for with GPUs: the actors share them)
-        gpu_device = _gpu_device(opts) if plan.gpus else None
-        opts1 = _with_threads(opts, 1, gpu_device)
-        return ds.map_batches(
-            TriageWorker,
-            fn_constructor_kwargs={"opts": opts1, "ledger": ledger, "chunk": chunk},
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            num_cpus=1,
-            num_gpus=plan.gpus / plan.actors if plan.gpus else 0,
-            batch_size=plan.batch_size,
-            batch_format="numpy",
-            zero_copy_batch=True,
+
+@dataclass(slots=True)
+class Batch:
+    """Files sent together. ``alone``: a single file sent again after a worker died while its
+    batch was out; if a worker dies on it again, the driver analyses it in a process of its own
+    (where a crash becomes its error record)."""
+
+    bid: int
+    refs: list[Ref]
+    alone: bool = False
+    lost: int = 0
+    reader: int = -1
+
+
+def _actor_id(handle: Any) -> str:
+    return str(handle._actor_id.hex())
+
+
+class Workers:
+    """The running plan: its actors, and the batches in flight on each.
+
+    Every batch makes two calls on one :class:`Reader`: ``hash``, then (once the driver has
+    claimed its contents) ``analyse``. Fused (no GPU): the readers run the models too, one actor
+    per CPU. Split (GPUs): the output of ``analyse`` goes straight (worker to worker, through the
+    object store) to the least busy :class:`InferWorker` actor. The driver only ever holds hashes
+    and results.
+
+    Actors are restarted when they die (``max_restarts`` unlimited) but their calls are not
+    retried: a call that fails hands its batch back to the driver, which sends its files again
+    one by one; a reader that failed gets nothing more until it answers again."""
+
+    def __init__(self, plan: RayPlan, opts: AnalyzeOptions, chunk: int) -> None:
+        import ray
+
+        self.plan = plan
+        gpu = plan.gpus / plan.actors if plan.gpus else 0
+        device = _gpu_device(opts) if plan.gpus else None
+        reader = ray.remote(Reader)
+        lasting = {"max_restarts": -1, "max_task_retries": 0}
+        self.infers: list[Any] = []
+        if plan.layout == "fused":
+            # ORT with one thread per actor, one actor per CPU: every stage keeps every core busy
+            # (asked for with GPUs: the actors share them)
+            opts1 = _with_threads(opts, 1, device)
+            self.readers = [
+                reader.options(
+                    num_cpus=1, num_gpus=gpu, scheduling_strategy="SPREAD", **lasting
+                ).remote(opts1, chunk, True)
+                for _ in range(plan.actors)
+            ]
+        else:
+            decode_opts = AnalyzeOptions(**{**_opts_dict(opts), "models": opts.models})
+            self.readers = [
+                reader.options(num_cpus=1, scheduling_strategy="SPREAD", **lasting).remote(
+                    decode_opts, chunk, False
+                )
+                for _ in range(plan.decoders)
+            ]
+            infer_opts = _with_threads(
+                opts, max(1, plan.cpus // max(1, plan.actors + plan.decoders)), device
+            )
+            infer = ray.remote(InferWorker).options(num_cpus=1, num_gpus=gpu, **lasting)
+            self.infers = [infer.remote(infer_opts) for _ in range(plan.actors)]
+        self.reader_load = [0] * len(self.readers)
+        self.infer_load = [0] * len(self.infers)
+        #: readers and model actors that failed, until they answer again: index -> ready() ref
+        self.down: dict[Any, tuple[str, int]] = {}
+        self.gone: set[tuple[str, int]] = set()
+        #: call in flight -> (phase, batch, model actor index or -1)
+        self.pending: dict[Any, tuple[str, Batch, int]] = {}
+        self.batches = 0
+
+    def _all(self) -> list[tuple[str, int, Any]]:
+        return [("reader", i, a) for i, a in enumerate(self.readers)] + [
+            ("infer", i, a) for i, a in enumerate(self.infers)
+        ]
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until every actor has started (process, imports); a pool the cluster cannot
+        place in time is a clear error, not a hang."""
+        import ray
+
+        ready = [a.ready.remote() for _k, _i, a in self._all()]
+        done, _ = ray.wait(ready, num_returns=len(ready), timeout=timeout_s)
+        if len(done) < len(ready):
+            raise RuntimeError(
+                f"only {len(done)} of {len(ready)} Ray actors started within "
+                f"{timeout_s:.0f} s: the cluster cannot place them (CPUs, GPUs, memory)"
+            )
+        ray.get(done)  # an actor that failed to start raises here
+
+    def _usable(self, kind: str) -> list[int]:
+        n = len(self.readers if kind == "reader" else self.infers)
+        down = set(self.down.values())
+        return [i for i in range(n) if (kind, i) not in down and (kind, i) not in self.gone]
+
+    @property
+    def alive(self) -> bool:
+        """Whether the plan can still make progress (some reader, and in the split plan some
+        model actor, is up or may come back)."""
+        readers = any(("reader", i) not in self.gone for i in range(len(self.readers)))
+        infers = not self.infers or any(
+            ("infer", i) not in self.gone for i in range(len(self.infers))
         )
-    decode_opts = AnalyzeOptions(**{**_opts_dict(opts), "models": opts.models})
-    ds = ds.map_batches(
-        decode_batch,
-        fn_kwargs={"opts": decode_opts, "ledger": ledger, "chunk": chunk},
-        num_cpus=1,
-        batch_size=plan.batch_size,
-        batch_format="numpy",
-        # Ray Data retries tasks without limit (max_retries=-1): a worker killed by a file is
-        # retried until the ledger has singled that file out
-    )
-    per_actor_gpu = plan.gpus / plan.actors if plan.gpus else 0
-    device = _gpu_device(opts) if plan.gpus else None
-    infer_opts = _with_threads(
-        opts, max(1, plan.cpus // max(1, plan.actors + plan.decoders)), device
-    )
-    return ds.map_batches(
-        InferWorker,
-        fn_constructor_kwargs={"opts": infer_opts},
-        compute=ray.data.ActorPoolStrategy(size=plan.actors),
-        num_cpus=1,
-        num_gpus=per_actor_gpu,
-        batch_size=plan.batch_size,
-        batch_format="numpy",
-    )
+        return readers and infers
+
+    def room(self) -> bool:
+        usable = len(self._usable("reader"))
+        return usable > 0 and self.batches < DEPTH * (usable + len(self._usable("infer")))
+
+    def submit(self, batch: Batch) -> None:
+        usable = self._usable("reader")
+        i = min(usable, key=self.reader_load.__getitem__)
+        batch.reader = i
+        self.reader_load[i] += 1
+        self.batches += 1
+        self.pending[self.readers[i].hash.remote(batch.bid, batch.refs)] = ("hash", batch, -1)
+
+    def analyse(self, batch: Batch, verdicts: list[tuple[str | None, int | None]]) -> bool:
+        """Send a hashed batch on; False when its reader failed meanwhile (the batch is out of
+        the plan: the driver sends it again)."""
+        if batch.reader not in self._usable("reader"):
+            self.reader_load[batch.reader] -= 1
+            self.batches -= 1
+            return False
+        fut = self.readers[batch.reader].analyse.remote(batch.bid, verdicts)
+        j = -1
+        if self.infers:
+            usable = self._usable("infer") or list(range(len(self.infers)))
+            j = min(usable, key=self.infer_load.__getitem__)
+            self.infer_load[j] += 1
+            fut = self.infers[j].run.remote(fut)
+        self.pending[fut] = ("analyse", batch, j)
+        return True
+
+    def _failed(self, exc: Any, batch: Batch, j: int) -> None:
+        """Hold back the actor that died until it answers again (Ray restarts it)."""
+        who = getattr(exc, "actor_id", None)
+        kind, i = ("reader", batch.reader)
+        if j >= 0 and who is not None and who == _actor_id(self.infers[j]):
+            kind, i = "infer", j
+        if (kind, i) in self.down.values() or (kind, i) in self.gone:
+            return
+        actor = self.readers[i] if kind == "reader" else self.infers[i]
+        self.down[actor.ready.options(max_task_retries=-1).remote()] = (kind, i)
+
+    def next(self, timeout_s: float | None) -> tuple[str, Batch | None, Any] | None:
+        """One event: ``("hashed", batch, idents)``, ``("done", batch, results)``, ``("lost",
+        batch, None)`` (a restarted reader no longer held it), ``("failed", batch, None)`` (its
+        worker died while it was out), ``("back", None, None)`` (a failed actor answers again);
+        None when nothing happened in time."""
+        import ray
+
+        done, _ = ray.wait([*self.pending, *self.down], num_returns=1, timeout=timeout_s)
+        if not done:
+            return None
+        fut = done[0]
+        if fut in self.down:
+            who = self.down.pop(fut)
+            try:
+                ray.get(fut)
+            except ray.exceptions.RayActorError:
+                self.gone.add(who)
+            return ("back", None, None)
+        phase, batch, j = self.pending.pop(fut)
+        try:
+            value = ray.get(fut)
+        except ray.exceptions.RayActorError as exc:
+            self._failed(exc, batch, j)
+            value, phase = None, "failed"
+        except ray.exceptions.RayTaskError as exc:
+            raise RuntimeError(f"the Ray plan failed: {exc}") from exc
+        if phase == "hash":
+            return ("hashed", batch, value)
+        self.reader_load[batch.reader] -= 1
+        self.batches -= 1
+        if j >= 0:
+            self.infer_load[j] -= 1
+        if phase == "failed":
+            return ("failed", batch, None)
+        if value is None:
+            return ("lost", batch, None)
+        return ("done", batch, [r for r, _d in value])
 
 
 def _gpu_device(opts: AnalyzeOptions) -> str:
@@ -668,44 +698,11 @@ def _with_threads(opts: AnalyzeOptions, threads: int, device: str | None) -> Ana
 # the driver's side
 
 
-class ResultPump(threading.Thread):
-    """Pulls finished batches from the plan into a local queue, so the driver can keep feeding."""
-
-    DONE = object()
-
-    def __init__(self, ds: Any) -> None:
-        super().__init__(name="heroes-ray-results", daemon=True)
-        self.ds = ds
-        self.out: queue.Queue[Any] = queue.Queue(maxsize=64)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for batch in self.ds.iter_batches(batch_size=None, batch_format="numpy"):
-                self.out.put(batch["out"])
-        except BaseException as exc:  # handed to the driver, which raises it
-            self.error = exc
-        finally:
-            self.out.put(self.DONE)
-
-
 def stop_ray(started_here: bool) -> None:
     import ray
 
     if started_here and ray.is_initialized():
         ray.shutdown()
-
-
-def _here() -> Any:
-    """Pin the ledger and the feed to the driver's node (the case store is there)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    try:
-        node = ray.get_runtime_context().get_node_id()
-    except Exception:  # a Ray client has no node of its own
-        return "DEFAULT"
-    return NodeAffinitySchedulingStrategy(node_id=node, soft=False)
 
 
 #: results back from the plan but not yet decided (they wait for an earlier file in the walk);
@@ -828,7 +825,8 @@ class InOrder:
 
 
 class RayEngine:
-    """Hashing, decoding and models in a Ray Data plan; decisions and writes in the pass core."""
+    """Hashing, decoding and models in Ray actors; claims, decisions and writes in the driver
+    (the pass core)."""
 
     def __init__(self, core: PassCore, settings: Settings, case_dir: Path) -> None:
         self.core = core
@@ -842,8 +840,6 @@ class RayEngine:
             self._run(entries)
 
     def _run(self, entries: Iterator[Entry]) -> None:
-        import ray
-
         t0 = time.perf_counter()
         summary = self.core.summary
         started, tmp = start_ray(self.case_dir, self.settings)
@@ -852,18 +848,10 @@ class RayEngine:
             summary.engine = "ray"
             summary.ray = asdict(plan)
             summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
-            where = _here()
-            ledger = (
-                ray.remote(Ledger)
-                .options(num_cpus=0, scheduling_strategy=where)
-                .remote(str(self.case_dir), self.core.store.url)
-            )
-            feed = ledger
-            ds = build_dataset(plan, feed, ledger, self.core.opts, self.settings.hash_chunk)
-            pump = ResultPump(ds)
-            pump.start()
+            workers = Workers(plan, self.core.opts, self.settings.hash_chunk)
+            workers.wait_ready(ACTOR_START_S)
             try:
-                self._stream(entries, plan, feed, ledger, pump)
+                self._stream(entries, workers, Claims(self.core.store))
                 end = time.perf_counter()
                 if self._first is not None:
                     # from Ray's start to the first result (actors, models), then the rest
@@ -874,17 +862,25 @@ class RayEngine:
         finally:
             stop_ray(started)
 
-    def _stream(
-        self, entries: Iterator[Entry], plan: RayPlan, feed: Any, ledger: Any, pump: ResultPump
-    ) -> None:
+    def _stream(self, entries: Iterator[Entry], workers: Workers, claims: Claims) -> None:
         order = InOrder(self.core, self.settings.hash_chunk)
-        cap = max(MIN_IN_FLIGHT, 4 * plan.batch_size * (plan.actors + plan.decoders))
-        send: list[bytes] = []
-        key = 0
-        exhausted = closed = pump_done = False
+        size = workers.plan.batch_size
+        again: deque[Batch] = deque()  # batches to send before new files
+        refs: list[Ref] = []
+        key = bid = 0
+        exhausted = False
         it = iter(entries)
+
+        def send(batch_refs: list[Ref], alone: bool = False) -> None:
+            nonlocal bid
+            workers.submit(Batch(bid, batch_refs, alone))
+            bid += 1
+
         while True:
-            while not exhausted and order.out < cap and len(order.back) < HOLD_MAX:
+            while again and workers.room():
+                b = again.popleft()
+                send(b.refs, b.alone)
+            while not again and not exhausted and workers.room() and len(order.back) < HOLD_MAX:
                 entry = next(it, None)
                 if entry is None:
                     exhausted = True
@@ -892,43 +888,61 @@ class RayEngine:
                 ref = order.send(entry, key)
                 if ref is None:
                     continue
-                send.append(_pack(ref))
+                refs.append(ref)
                 key += 1
-                if len(send) >= plan.batch_size:
-                    feed.push.remote(send)
-                    send = []
-            if send or (exhausted and not closed):
-                feed.push.remote(send, exhausted)
-                send = []
-                closed = exhausted
-            if exhausted and not order.out:
-                break
-            try:
-                got = pump.out.get(timeout=STALL_S if len(order.back) >= HOLD_MAX else None)
-            except queue.Empty:
+                if len(refs) >= size:
+                    send(refs)
+                    refs = []
+            if refs and workers.room() and (exhausted or not workers.pending):
+                send(refs)
+                refs = []
+            if not workers.pending and not workers.down:
+                if not workers.alive:
+                    raise RuntimeError("every Ray actor was lost: run the same command again")
+                if exhausted and not refs and not again:
+                    break
+                if not again and not exhausted and len(order.back) >= HOLD_MAX:
+                    order.redo(min(k for k in order.sent if k not in order.back))
+                    order.decide_ready()
+                continue
+            if not workers.pending:  # only failed actors are out: wait for them to come back
+                if workers.next(ACTOR_START_S) is None:
+                    raise RuntimeError(
+                        f"the Ray actors that died did not come back within {ACTOR_START_S} s"
+                    )
+                continue
+            event = workers.next(STALL_S if len(order.back) >= HOLD_MAX else None)
+            if event is None:
                 # the hold is full and the file it waits on has not come back: redo it here
                 order.redo(min(k for k in order.sent if k not in order.back))
                 order.decide_ready()
                 continue
-            if got is ResultPump.DONE:
-                pump_done = True
-                break
-            self._take(got, order, ledger)
-        if pump_done and pump.error is not None:
-            raise RuntimeError(f"the Ray plan failed: {pump.error}") from pump.error
-        if not pump_done:
-            pump.join()
+            what, batch, value = event
+            if batch is None:
+                continue
+            if what == "hashed":
+                verdicts = [claims.verdict(r, i) for r, i in zip(batch.refs, value, strict=True)]
+                if not workers.analyse(batch, verdicts):
+                    again.append(batch)
+            elif what == "done":
+                self._take(value, order)
+            elif what == "lost" and batch.lost < MAX_LOST:
+                batch.lost += 1
+                again.append(batch)
+            elif batch.alone:
+                # a worker died again while this file was out: analysed here, in a process of
+                # its own (a file that kills it gets its error record)
+                order.redo(batch.refs[0].key)
+                order.decide_ready()
+            else:
+                # a worker died while this batch was out: its files go again one by one
+                again.extend(Batch(-1, [r], alone=True) for r in batch.refs)
         order.finish()
         self.core.summary.redone += order.redone
 
-    def _take(self, packed: np.ndarray, order: InOrder, ledger: Any) -> None:
+    def _take(self, results: list[FileResult], order: InOrder) -> None:
         if self._first is None:
             self._first = time.perf_counter()
-        done = []
-        for b in packed:
-            result, _decoded = pickle.loads(b)
-            done.append(result.key)
+        for result in results:
             self.core.summary.nodes[result.node] += 1
             order.take(result)
-        ledger.forget.remote(done)
-

@@ -280,9 +280,7 @@ def _case_folder(case_dir: Path | str, evidence: Path) -> Path:
 def ray_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("ray") is not None and (
-        importlib.util.find_spec("ray.data") is not None
-    )
+    return importlib.util.find_spec("ray") is not None
 
 
 def choose_engine(settings: Settings, evidence: Path) -> str:
@@ -292,7 +290,7 @@ def choose_engine(settings: Settings, evidence: Path) -> str:
         return "local"
     if not ray_available():
         if settings.engine == "ray" or settings.ray.address:
-            raise StoreError("the Ray engine needs ray[data]: pip install 'heroes[ray]'")
+            raise StoreError("the Ray engine needs ray: pip install 'ray==2.60.0'")
         return "local"
     if settings.engine == "ray" or settings.ray.address:
         return "ray"
