@@ -405,3 +405,98 @@ def test_files_the_plan_never_returned_are_redone_in_the_driver_in_walk_order(
     assert len(rows) == 4 and all(r["status"] == "ok" and r["pdq"] for r in rows.values())
     ids = [rows[e.path]["item_id"] for e in entries]
     assert ids == sorted(ids), "item ids follow the walk"
+
+
+class _Actors:
+    """The plan's actors in this process, for the driver's logic: every call runs at once, and a
+    script says which calls fail as if their worker had died, or find their reader restarted."""
+
+    def __init__(self, opts: Any, die_on: set[int], restart_before: set[int]) -> None:
+        from types import SimpleNamespace
+
+        from heroes.pipeline import raypass
+
+        self.reader = raypass.Reader(opts, 1 << 20, True)
+        self.plan = SimpleNamespace(batch_size=4)
+        self.events: list[Any] = []
+        self.down: dict[Any, Any] = {}
+        self.alive = True
+        self.die_on = die_on  # keys whose analyse kills the worker (every time)
+        self.restart_before = restart_before  # keys whose batch finds its reader restarted, once
+        self.calls: list[tuple[str, list[int], bool]] = []
+
+    @property
+    def pending(self) -> list[Any]:
+        return self.events
+
+    def room(self) -> bool:
+        return len(self.events) < 4
+
+    def submit(self, batch: Any) -> None:
+        keys = [r.key for r in batch.refs]
+        self.calls.append(("hash", keys, batch.alone))
+        self.events.append(("hashed", batch, self.reader.hash(batch.bid, batch.refs)))
+
+    def analyse(self, batch: Any, verdicts: list[Any]) -> bool:
+        keys = {r.key for r in batch.refs}
+        self.calls.append(("analyse", sorted(keys), batch.alone))
+        if keys & self.restart_before:
+            self.restart_before -= keys
+            self.reader.held.clear()  # a new process: nothing held
+        out = self.reader.analyse(batch.bid, verdicts)
+        if keys & self.die_on:
+            self.events.append(("failed", batch, None))
+        elif out is None:
+            self.events.append(("lost", batch, None))
+        else:
+            self.events.append(("done", batch, [r for r, _d in out]))
+        return True
+
+    def next(self, _timeout: float | None) -> Any:
+        return self.events.pop(0) if self.events else None
+
+
+@pytest.mark.parametrize("script", ["worker dies", "reader restarted"])
+def test_the_driver_sends_a_dead_workers_files_again_one_by_one_and_analyses_a_killer_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    """A batch whose worker died goes again file by file; a file out alone when a worker dies
+    again is analysed by the driver in a process of its own; a batch whose reader was restarted
+    between its two calls is sent again whole. Every file ends with its record, in walk order."""
+    from heroes.pipeline import raypass
+    from heroes.pipeline.core import PassCore
+    from heroes.pipeline.summary import Progress, TriageSummary
+
+    monkeypatch.setattr(raypass, "_node", lambda: "here")
+    ev = _seizure(tmp_path / "ev", 10)
+    settings = Settings(engine="ray", models=False)
+    store = CaseStore(tmp_path / "case")
+    try:
+        run = store.start_run(str(ev), {})
+        summary = TriageSummary(run, str(ev), "case")
+        core = PassCore(store, ev, settings, run, summary, Progress(False, 0), False, None)
+        from heroes.pipeline.discover import walk
+
+        entries = sorted(walk(ev, settings.limits), key=lambda e: e.path)
+        die_on = {5} if script == "worker dies" else set()
+        restart = {2} if script == "reader restarted" else set()
+        actors = _Actors(core.opts, die_on, restart)
+        engine = raypass.RayEngine(core, settings, tmp_path / "case")
+        engine._stream(iter(entries), actors, raypass.Claims(store))  # type: ignore[arg-type]
+        core.flush(force=True)
+    finally:
+        store.close()
+    rows = _rows(tmp_path / "case")
+    assert len(rows) == 10 and all(r["status"] == "ok" and r["pdq"] for r in rows.values())
+    ids = [rows[e.path]["item_id"] for e in entries]
+    assert ids == sorted(ids), "item ids follow the walk"
+    hashed = [(keys, alone) for what, keys, alone in actors.calls if what == "hash"]
+    if script == "worker dies":
+        # the batch of keys 4-7 died: its four files went again alone; key 5 killed again and
+        # was analysed by the driver (here it does not crash a process of its own)
+        assert ([4, 5, 6, 7], False) in hashed
+        assert [k for k, alone in hashed if alone] == [[4], [5], [6], [7]]
+        assert summary.redone == 1
+    else:
+        # the batch of keys 0-3 lost its reader between its calls and went again whole
+        assert hashed.count(([0, 1, 2, 3], False)) == 2 and summary.redone == 0
