@@ -70,6 +70,21 @@ def cpu_threads() -> int:
     return max(1, cores)
 
 
+def limit_native_threads(n: int) -> None:
+    """OpenCV's and FAISS's own thread pools to ``n`` threads in this process, as its ONNX Runtime
+    sessions: a pass runs one worker per core, and pools sized for every core in each worker
+    only contend (FAISS's OpenMP threads spin after each call)."""
+    import cv2
+
+    cv2.setNumThreads(n)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
+
+
 def provider_options(providers: list[str], fp16: bool) -> list[tuple[str, dict[str, Any]] | str]:
     out: list[tuple[str, dict[str, Any]] | str] = []
     for p in providers:

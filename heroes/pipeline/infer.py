@@ -78,6 +78,10 @@ class Analyzer:
 
     def __init__(self, opts: InferOptions | None = None) -> None:
         self.opts = opts or InferOptions()
+        if self.opts.threads:
+            from heroes.models import runtime
+
+            runtime.limit_native_threads(self.opts.threads)
         if self.opts.model_dir or self.opts.trt_cache:
             from pathlib import Path
 
