@@ -111,6 +111,7 @@ CRASHED = "decoder crashed: the worker process died on this file"
 #: what a worker needs to analyse one file: media type, bytes (or None), path or reference
 Job = tuple[str, bytes | None, "str | StreamSource | None"]
 
+
 def analyze_media(
     media_type: str, data: bytes | None, fs_path: str | StreamSource | None, opts: AnalyzeOptions
 ) -> Analysis:

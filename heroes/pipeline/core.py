@@ -158,12 +158,7 @@ def needs_pixels(ident: Identified, entry_error: str | None, is_archive: bool) -
     still analysed), as :meth:`PassCore.decide` rules."""
     d = ident.digests
     media = ident.media_type in (MEDIA_IMAGE, MEDIA_VIDEO)
-    return (
-        d is not None
-        and d.size > 0
-        and media
-        and (entry_error is None or is_archive)
-    )
+    return d is not None and d.size > 0 and media and (entry_error is None or is_archive)
 
 
 def exact_matches(store: CaseStore, md5: str, sha1: str, sha256: str) -> list[Any]:

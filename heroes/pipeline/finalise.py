@@ -165,7 +165,6 @@ def _dihedral_variants(
     )
 
 
-
 def _copy_to_duplicates(store: CaseStore) -> None:
     """Duplicates carry their original's decoded and inferred fields."""
     with store.session() as s, s.begin():

@@ -1204,4 +1204,3 @@ def known_match(
         "known_good": meta.known_good,
         "label": label,
     }
-

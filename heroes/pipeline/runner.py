@@ -364,4 +364,3 @@ def _prescan(root: Path, stop: int | None = None) -> tuple[int, int]:
         except OSError:
             continue
     return files, size
-

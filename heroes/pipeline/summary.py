@@ -88,7 +88,6 @@ def error_kind(error: str) -> str:
     return error.split(":", 1)[0].strip()[:80] or "error"
 
 
-
 class Progress:
     """A rich progress bar on a terminal (files/s, bytes, ETA); silent otherwise."""
 
