@@ -26,7 +26,6 @@ bytes, or PDQ of the returned working copy); this module only moves the pixel de
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from heroes.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, load_rgb
+from heroes.pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, load_rgb, thumbnail_size
 
 _EOI = b"\xff\xd9"
 _MODES = frozenset({"RGB", "L"})
@@ -74,24 +73,6 @@ class JpegPlan:
         """(height, width, 3) of the working copy as returned, orientation applied."""
         w, h = self.target
         return (w, h, 3) if self.orientation in (5, 6, 7, 8) else (h, w, 3)
-
-
-def thumbnail_size(size: tuple[int, int], working_size: int) -> tuple[int, int]:
-    """The size ``Image.thumbnail((working_size, working_size))`` gives an image of ``size``."""
-    width, height = size
-    if working_size >= width and working_size >= height:
-        return width, height
-    aspect = width / height
-
-    def round_aspect(number: float, key: Any) -> int:
-        return max(min(math.floor(number), math.ceil(number), key=key), 1)
-
-    x = y = working_size
-    if x / y >= aspect:
-        x = round_aspect(y * aspect, key=lambda n: abs(aspect - n / y))
-    else:
-        y = round_aspect(x / aspect, key=lambda n: 0 if n == 0 else abs(aspect - x / n))
-    return x, y
 
 
 def plan(
