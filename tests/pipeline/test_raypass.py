@@ -59,6 +59,15 @@ def _rows(case: Path) -> dict[str, dict[str, Any]]:
         store.close()
 
 
+def _complete_in_walk_order(case: Path, entries: list[Any]) -> None:
+    """Every file of the walk has its record, analysed, with item ids in walk order."""
+    rows = _rows(case)
+    assert len(rows) == len(entries)
+    assert all(r["status"] == "ok" and r["pdq"] for r in rows.values())
+    ids = [rows[e.path]["item_id"] for e in entries]
+    assert ids == sorted(ids), "item ids follow the walk"
+
+
 def _ray_settings(**kw: Any) -> Settings:
     return Settings(engine="ray", models=False, ray=RaySettings(cpus=2, **kw))
 
@@ -401,10 +410,7 @@ def test_files_the_plan_never_returned_are_redone_in_the_driver_in_walk_order(
         assert order.redone == 1 and not order.sent
     finally:
         store.close()
-    rows = _rows(tmp_path / "case")
-    assert len(rows) == 4 and all(r["status"] == "ok" and r["pdq"] for r in rows.values())
-    ids = [rows[e.path]["item_id"] for e in entries]
-    assert ids == sorted(ids), "item ids follow the walk"
+    _complete_in_walk_order(tmp_path / "case", entries)
 
 
 class _Actors:
@@ -486,10 +492,7 @@ def test_the_driver_sends_a_dead_workers_files_again_one_by_one_and_analyses_a_k
         core.flush(force=True)
     finally:
         store.close()
-    rows = _rows(tmp_path / "case")
-    assert len(rows) == 10 and all(r["status"] == "ok" and r["pdq"] for r in rows.values())
-    ids = [rows[e.path]["item_id"] for e in entries]
-    assert ids == sorted(ids), "item ids follow the walk"
+    _complete_in_walk_order(tmp_path / "case", entries)
     hashed = [(keys, alone) for what, keys, alone in actors.calls if what == "hash"]
     if script == "worker dies":
         # the batch of keys 4-7 died: its four files went again alone; key 5 killed again and
