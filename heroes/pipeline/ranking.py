@@ -1,51 +1,94 @@
-"""The review queue's order: priority, reasons and rank of every item of a case."""
+"""The review queue's order: priority, reasons and rank of every item of a case.
+
+Streamed: the case's rows are read in chunks of ids, twice (once to score and sort, once to write
+what changed), so memory holds four numbers per item, not every row (a case of 10 million items
+sorts in about 320 MB)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from heroes.config import Settings
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
 
+#: items read (and updates written) at a time
+CHUNK = 20_000
+
+_SCORED = (
+    ItemRow.status,
+    ItemRow.known_match,
+    ItemRow.faces,
+    ItemRow.nudity,
+    ItemRow.error,
+    ItemRow.duplicate_of,
+)
+
+
+def _chunks(store: CaseStore, *cols: Any) -> Iterator[list[Any]]:
+    """The case's items in id order, ``CHUNK`` at a time (keyset pages: no cursor stays open
+    while the caller writes)."""
+    last = 0
+    while True:
+        with store.session() as s:
+            rows = list(
+                s.execute(
+                    select(ItemRow.id, *cols)
+                    .where(ItemRow.id > last)
+                    .order_by(ItemRow.id)
+                    .limit(CHUNK)
+                ).all()
+            )
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]
+
 
 def rank_items(store: CaseStore, settings: Settings) -> None:
     """Priority, why and rank of every item of the case (see :mod:`heroes.pipeline.scoring`)."""
     from heroes.pipeline.scoring import score_item
 
-    with store.session() as s:
-        rows = s.execute(
-            select(
-                ItemRow.id,
-                ItemRow.status,
-                ItemRow.known_match,
-                ItemRow.faces,
-                ItemRow.nudity,
-                ItemRow.priority,
-                ItemRow.rank,
-                ItemRow.why,
-                ItemRow.error,
-                ItemRow.duplicate_of,
-            )
-        ).all()
-    scored: dict[int, tuple[float, list[Any]]] = {}
-    for item_id, status, km, faces, nudity, _p, _r, _w, error, _d in rows:
-        scored[item_id] = score_item(
+    def score(r: Any) -> tuple[float, list[Any]]:
+        _id, status, km, faces, nudity, error, _dup = r[:7]
+        return score_item(
             status, km, faces, nudity, settings.scoring, settings.pdq.match_distance, error
         )
 
-    # known-good last, then by priority; a copy sorts right after its original
-    def key(r: Any) -> tuple[int, float, int, int]:
-        item_id, status, *_rest, dup = r
-        return (status == "known_good", -scored[item_id][0], dup or item_id, item_id)
+    ids: list[np.ndarray] = []
+    last: list[np.ndarray] = []  # known-good files go last
+    prio: list[np.ndarray] = []
+    after: list[np.ndarray] = []  # a copy sorts right after its original
+    for rows in _chunks(store, *_SCORED):
+        n = len(rows)
+        ids.append(np.fromiter((r[0] for r in rows), np.int64, n))
+        last.append(np.fromiter((r[1] == "known_good" for r in rows), np.bool_, n))
+        prio.append(np.fromiter((score(r)[0] for r in rows), np.float64, n))
+        after.append(np.fromiter((r[6] or r[0] for r in rows), np.int64, n))
+    if not ids:
+        return
+    item_ids = np.concatenate(ids)
+    # known-good last, then by priority, a copy right after its original, then by id
+    order = np.lexsort(
+        (item_ids, np.concatenate(after), -np.concatenate(prio), np.concatenate(last))
+    )
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    del ids, last, prio, after, order
 
-    updates = []
-    for rank, r in enumerate(sorted(rows, key=key), start=1):
-        item_id, _st, _km, _f, _n, old_p, old_rank, old_why, _err, _dup = r
-        p, why = scored[item_id]
-        p = round(p, 6)
-        if (p, rank, why) != (old_p, old_rank, old_why):
-            updates.append({"id": item_id, "priority": p, "why": why, "rank": rank})
-    store.update_items(updates)
+    for rows in _chunks(store, *_SCORED, ItemRow.priority, ItemRow.rank, ItemRow.why):
+        at = np.searchsorted(item_ids, [r[0] for r in rows])
+        updates = []
+        for r, k in zip(rows, at.tolist(), strict=True):
+            if k >= len(item_ids) or item_ids[k] != r[0]:
+                continue  # an item added since the first read (none: the case is locked)
+            p, why = score(r)
+            p = round(p, 6)
+            new_rank = int(rank[k])
+            if (p, new_rank, why) != (r[7], r[8], r[9]):
+                updates.append({"id": r[0], "priority": p, "why": why, "rank": new_rank})
+        store.update_items(updates)
