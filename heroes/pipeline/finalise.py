@@ -14,49 +14,126 @@ from heroes.config import Settings
 from heroes.index import hashes_from_hex
 from heroes.pipeline.hashsets import category_text, known_match
 from heroes.pipeline.matching import PDQ_DIHEDRAL, nearest_within_variants, visual_groups
-from heroes.pipeline.ranking import rank_items
+from heroes.pipeline.ranking import item_pages, rank_items
 from heroes.pipeline.summary import TriageSummary
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
 
 
+class _CaseHashes:
+    """The PDQ hashes finalize works on, read page by page into numpy arrays: each image's hash
+    and each video keyframe's (with quality at least ``min_quality``; duplicates left out: they
+    take their original's), the rotations and mirrors standing for them, and what the rest of
+    finalize needs of every item."""
+
+    def __init__(self, store: CaseStore, min_quality: int) -> None:
+        hashes: list[NDArray[np.uint8]] = []
+        owners: list[NDArray[np.int64]] = []
+        times: list[NDArray[np.float64]] = []
+        flips: list[NDArray[np.uint8]] = []
+        flip_of: list[NDArray[np.int64]] = []
+        flip_kind: list[NDArray[np.int64]] = []
+        unmatched: list[NDArray[np.int64]] = []
+        ids: list[NDArray[np.int64]] = []
+        old_groups: list[NDArray[np.int64]] = []
+        #: items that a hash set names exactly (not known-good, not by PDQ): (id, pdq, match)
+        self.case_bad: list[tuple[int, str, dict[str, Any]]] = []
+        rows_so_far = 0
+        cols = (
+            ItemRow.pdq,
+            ItemRow.pdq_quality,
+            ItemRow.video,
+            ItemRow.known_match,
+            ItemRow.status,
+            ItemRow.visual_group,
+            ItemRow.pdq_dihedral,
+        )
+        for page in item_pages(store, *cols):
+            hexes: list[str] = []
+            own: list[int] = []
+            at: list[float] = []
+            variants: list[str] = []
+            page_flip_of: list[int] = []
+            page_flip_kind: list[int] = []
+            page_unmatched: list[int] = []
+            page_ids: list[int] = []
+            page_groups: list[int] = []
+            for item_id, pdq, quality, video, km, status, group, dihedral in page:
+                if km is None:
+                    page_unmatched.append(item_id)
+                if status == "duplicate":
+                    continue
+                page_ids.append(item_id)
+                page_groups.append(-1 if group is None else group)
+                if km and not km.get("known_good") and km.get("method") != "pdq" and pdq:
+                    if (quality or 0) >= min_quality:
+                        self.case_bad.append((item_id, pdq, km))
+                # this item's hash rows by frame time (None: the image itself)
+                row_of: dict[float | None, int] = {}
+                if pdq and (quality or 0) >= min_quality:
+                    row_of[None] = rows_so_far + len(hexes)
+                    hexes.append(pdq)
+                    own.append(item_id)
+                    at.append(np.nan)
+                frames = (video or {}).get("keyframes", [])
+                for kf in frames:
+                    if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
+                        row_of[kf.get("time")] = rows_so_far + len(hexes)
+                        hexes.append(kf["pdq"])
+                        own.append(item_id)
+                        at.append(np.nan if kf.get("time") is None else float(kf["time"]))
+                if not isinstance(dihedral, list) or not dihedral:
+                    continue
+                if isinstance(dihedral[0], str):  # an image: its 8 hashes
+                    pairs: list[tuple[float | None, Any]] = [(None, dihedral)]
+                else:  # a video: 8 hashes per keyframe, in the order of video.keyframes
+                    pairs = [(kf.get("time"), d) for kf, d in zip(frames, dihedral, strict=False)]
+                for key, hs in pairs:
+                    k = row_of.get(key)
+                    if k is None or not isinstance(hs, list) or len(hs) != len(PDQ_DIHEDRAL):
+                        continue
+                    for kind, h in enumerate(hs[1:], start=1):
+                        variants.append(h)
+                        page_flip_of.append(k)
+                        page_flip_kind.append(kind)
+            unmatched.append(np.asarray(page_unmatched, np.int64))
+            ids.append(np.asarray(page_ids, np.int64))
+            old_groups.append(np.asarray(page_groups, np.int64))
+            hashes.append(hashes_from_hex(hexes))
+            owners.append(np.asarray(own, np.int64))
+            times.append(np.asarray(at, np.float64))
+            flips.append(hashes_from_hex(variants))
+            flip_of.append(np.asarray(page_flip_of, np.int64))
+            flip_kind.append(np.asarray(page_flip_kind, np.int64))
+            rows_so_far += len(hexes)
+
+        def cat(parts: list[Any], dtype: Any, shape: tuple[int, ...] = (0,)) -> Any:
+            return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+
+        self.mat: NDArray[np.uint8] = cat(hashes, np.uint8, (0, 32))
+        self.own: NDArray[np.int64] = cat(owners, np.int64)
+        #: frame time of each hash row; NaN for an image's own hash
+        self.times: NDArray[np.float64] = cat(times, np.float64)
+        self.flips: NDArray[np.uint8] = cat(flips, np.uint8, (0, 32))
+        self.flip_of: NDArray[np.int64] = cat(flip_of, np.int64)
+        self.flip_kind: NDArray[np.int64] = cat(flip_kind, np.int64)
+        self.unmatched: NDArray[np.int64] = cat(unmatched, np.int64)  # ascending
+        #: every item that is not a copy, and its visual group before this run (-1: none)
+        self.ids: NDArray[np.int64] = cat(ids, np.int64)
+        self.old_groups: NDArray[np.int64] = cat(old_groups, np.int64)
+
+    def is_unmatched(self, item_id: int) -> bool:
+        k = int(np.searchsorted(self.unmatched, item_id))
+        return k < len(self.unmatched) and int(self.unmatched[k]) == item_id
+
+
 def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None = None) -> None:
-    """PDQ matches against hash sets, duplicate fields, visual groups; all case-wide, idempotent."""
+    """PDQ matches against hash sets, duplicate fields, visual groups; all case-wide, idempotent.
+    The case is read in pages; the hashes are held as numpy arrays, not rows."""
     max_d, min_q = settings.pdq.match_distance, settings.pdq.min_quality
-    with store.session() as s:
-        items = s.execute(
-            select(
-                ItemRow.id,
-                ItemRow.pdq,
-                ItemRow.pdq_quality,
-                ItemRow.video,
-                ItemRow.known_match,
-                ItemRow.status,
-                ItemRow.visual_group,
-            )
-        ).all()
-    hashes: list[str] = []
-    owners: list[int] = []
-    times: list[float | None] = []
-    for item_id, pdq, quality, video, _km, status, _vg in items:
-        if status == "duplicate":
-            continue
-        if pdq and (quality or 0) >= min_q:
-            hashes.append(pdq)
-            owners.append(item_id)
-            times.append(None)
-        for kf in (video or {}).get("keyframes", []):
-            if kf.get("pdq") and (kf.get("quality") or 0) >= min_q:
-                hashes.append(kf["pdq"])
-                owners.append(item_id)
-                times.append(kf.get("time"))
-    mat = hashes_from_hex(hashes)
-    own = np.asarray(owners, dtype=np.int64)
-    # rotations and mirrors of each image and keyframe stand for it in the matching, and those
-    # of images in the grouping
-    flips, flip_of, flip_kind = _dihedral_variants(
-        store, {(owners[k], t): k for k, t in enumerate(times)}
-    )
+    case = _CaseHashes(store, min_q)
+    mat, own, times = case.mat, case.own, case.times
+    flips, flip_of, flip_kind = case.flips, case.flip_of, case.flip_kind
 
     # Known-bad PDQ matches, for items that no hash matched. The references are the PDQ hashes of
     # the hash sets and of this case's own files that a hash set names exactly (its MD5 list may
@@ -64,34 +141,24 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
     ref_rows = store.pdq_entries()
     refs_hs = hashes_from_hex([e.pdq for e in ref_rows])
     sets = store.hashsets()
-    case_bad = [
-        (i, p, km)
-        for i, p, q, _v, km, st, _vg in items
-        if km
-        and not km.get("known_good")
-        and km.get("method") != "pdq"
-        and p
-        and (q or 0) >= min_q
-        and st != "duplicate"
-    ]
+    case_bad = case.case_bad
     refs = np.concatenate([refs_hs, hashes_from_hex([p for _, p, _ in case_bad])])
     ref_match: list[dict[str, Any]] = [
         known_match(sets[e.hashset_id], e.category, e.label, "pdq", 0) for e in ref_rows
     ] + [{**km, "via_item": i} for i, _p, km in case_bad]
-    unmatched = {i for i, _p, _q, _v, km, _st, _vg in items if km is None}
     updates: dict[int, dict[str, Any]] = {}
     if len(refs) and len(mat):
         best, dist, found_by = nearest_within_variants(mat, refs, max_d, flips, flip_of)
         for k in np.nonzero(best >= 0)[0].tolist():
-            item_id = owners[k]
-            if item_id not in unmatched:
+            item_id = int(own[k])
+            if not case.is_unmatched(item_id):
                 continue
             prev = updates.get(item_id, {}).get("known_match")
             if prev is not None and prev["distance"] <= int(dist[k]):
                 continue
             km = {**ref_match[int(best[k])], "method": "pdq", "distance": int(dist[k])}
-            if times[k] is not None:
-                km["frame_time"] = times[k]
+            if not np.isnan(times[k]):
+                km["frame_time"] = float(times[k])
             if found_by[k] >= 0:
                 km["transform"] = PDQ_DIHEDRAL[int(flip_kind[found_by[k]])]
             updates.setdefault(item_id, {"id": item_id})["known_match"] = km
@@ -109,70 +176,29 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
 
     # Groups join images only: a video holds many scenes, and joining through its frames would
     # chain unrelated photos into one group. Video frames are matched against hash sets above.
-    still = np.asarray([t is None for t in times], dtype=bool)
+    still = np.isnan(times)
     still_flips = still[flip_of] if len(flip_of) else np.zeros(0, dtype=bool)
     groups = (
         visual_groups(mat[still], own[still], max_d, flips[still_flips], own[flip_of[still_flips]])
         if len(mat)
         else {}
     )
-    for item_id, _p, _q, _v, _km, status, old_group in items:
-        if status != "duplicate" and groups.get(item_id) != old_group:
-            updates.setdefault(item_id, {"id": item_id})["visual_group"] = groups.get(item_id)
+    for item_id, old in zip(case.ids.tolist(), case.old_groups.tolist(), strict=True):
+        group = groups.get(item_id)
+        if group != (None if old < 0 else old):
+            updates.setdefault(item_id, {"id": item_id})["visual_group"] = group
     store.update_items(list(updates.values()))
 
     _copy_to_duplicates(store)
     rank_items(store, settings)
 
 
-def _dihedral_variants(
-    store: CaseStore, row_of: dict[tuple[int, float | None], int]
-) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
-    """The rotated and mirrored PDQ hashes of the images and video keyframes whose own hash is
-    row ``row_of[(item, frame time)]`` of the matching matrix (time None for an image): the
-    hashes, the row each stands for, and its :data:`PDQ_DIHEDRAL` index."""
-    hexes: list[str] = []
-    rows: list[int] = []
-    kinds: list[int] = []
-    with store.session() as s:
-        found = s.execute(
-            select(ItemRow.id, ItemRow.pdq_dihedral, ItemRow.video).where(
-                ItemRow.pdq_dihedral.is_not(None), ItemRow.status != "duplicate"
-            )
-        ).all()
-    for item_id, dihedral, video in found:
-        if not isinstance(dihedral, list) or not dihedral:
-            continue
-        if isinstance(dihedral[0], str):  # an image: its 8 hashes
-            pairs = [((item_id, None), dihedral)]
-        else:  # a video: 8 hashes per keyframe, in the order of video.keyframes
-            frames = (video or {}).get("keyframes") or []
-            pairs = [
-                ((item_id, kf.get("time")), d) for kf, d in zip(frames, dihedral, strict=False)
-            ]
-        for key, variants in pairs:
-            k = row_of.get(key)
-            if k is None or not isinstance(variants, list) or len(variants) != len(PDQ_DIHEDRAL):
-                continue
-            for kind, h in enumerate(variants[1:], start=1):
-                hexes.append(h)
-                rows.append(k)
-                kinds.append(kind)
-    return (
-        hashes_from_hex(hexes),
-        np.asarray(rows, dtype=np.int64),
-        np.asarray(kinds, dtype=np.int64),
-    )
-
-
 def _copy_to_duplicates(store: CaseStore) -> None:
-    """Duplicates carry their original's decoded and inferred fields."""
-    with store.session() as s, s.begin():
-        dups = s.execute(
-            select(ItemRow.id, ItemRow.duplicate_of).where(ItemRow.status == "duplicate")
-        ).all()
-        if dups:
-            orig_ids = sorted({o for _, o in dups})
+    """Duplicates carry their original's decoded and inferred fields (a page of copies at a
+    time)."""
+    for dups in item_pages(store, ItemRow.duplicate_of, where=ItemRow.status == "duplicate"):
+        with store.session() as s, s.begin():
+            orig_ids = sorted({o for _, o in dups if o is not None})
             originals = {}
             for i in range(0, len(orig_ids), 500):
                 chunk = orig_ids[i : i + 500]

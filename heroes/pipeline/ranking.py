@@ -29,20 +29,16 @@ _SCORED = (
 )
 
 
-def _chunks(store: CaseStore, *cols: Any) -> Iterator[list[Any]]:
-    """The case's items in id order, ``CHUNK`` at a time (keyset pages: no cursor stays open
-    while the caller writes)."""
+def item_pages(store: CaseStore, *cols: Any, where: Any = None) -> Iterator[list[Any]]:
+    """The case's items (``ItemRow.id`` first, then ``cols``) in id order, ``CHUNK`` at a time
+    (keyset pages: no cursor stays open while the caller writes)."""
     last = 0
     while True:
+        query = select(ItemRow.id, *cols).where(ItemRow.id > last)
+        if where is not None:
+            query = query.where(where)
         with store.session() as s:
-            rows = list(
-                s.execute(
-                    select(ItemRow.id, *cols)
-                    .where(ItemRow.id > last)
-                    .order_by(ItemRow.id)
-                    .limit(CHUNK)
-                ).all()
-            )
+            rows = list(s.execute(query.order_by(ItemRow.id).limit(CHUNK)).all())
         if not rows:
             return
         yield rows
@@ -63,7 +59,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
     last: list[np.ndarray] = []  # known-good files go last
     prio: list[np.ndarray] = []
     after: list[np.ndarray] = []  # a copy sorts right after its original
-    for rows in _chunks(store, *_SCORED):
+    for rows in item_pages(store, *_SCORED):
         n = len(rows)
         ids.append(np.fromiter((r[0] for r in rows), np.int64, n))
         last.append(np.fromiter((r[1] == "known_good" for r in rows), np.bool_, n))
@@ -80,7 +76,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
     rank[order] = np.arange(1, len(order) + 1)
     del ids, last, prio, after, order
 
-    for rows in _chunks(store, *_SCORED, ItemRow.priority, ItemRow.rank, ItemRow.why):
+    for rows in item_pages(store, *_SCORED, ItemRow.priority, ItemRow.rank, ItemRow.why):
         at = np.searchsorted(item_ids, [r[0] for r in rows])
         updates = []
         for r, k in zip(rows, at.tolist(), strict=True):
