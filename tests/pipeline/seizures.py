@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -17,6 +18,18 @@ def jpeg(seed: int, size: int = 48) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "JPEG", quality=80)
     return buf.getvalue()
+
+
+def case_rows(case: Path) -> dict[str, dict[str, Any]]:
+    """A case's records by path."""
+    from heroes.pipeline.report import records
+    from heroes.store import CaseStore
+
+    store = CaseStore(case, create=False)
+    try:
+        return {r["path"]: r for r in records(store)}
+    finally:
+        store.close()
 
 
 def seizure(root: Path, n: int, start: int = 0, folders: int = 7) -> Path:

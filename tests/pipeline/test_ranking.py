@@ -6,24 +6,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-from seizures import jpeg, seizure
+from seizures import case_rows, jpeg, seizure
 
 from heroes.config import Settings
 from heroes.pipeline import ranking
-from heroes.pipeline.report import records
 from heroes.pipeline.runner import triage
 from heroes.store import CaseStore
-
-
-def _queue(case: Path) -> dict[str, dict[str, Any]]:
-    store = CaseStore(case, create=False)
-    try:
-        return {r["path"]: r for r in records(store)}
-    finally:
-        store.close()
 
 
 def test_ranking_in_small_chunks_gives_the_queue_of_one_chunk(
@@ -39,7 +29,7 @@ def test_ranking_in_small_chunks_gives_the_queue_of_one_chunk(
     case = tmp_path / "case"
     settings = Settings(engine="local", models=False)
     triage(ev, case, settings=settings, known_good=[good])
-    whole = _queue(case)
+    whole = case_rows(case)
     assert len(whole) == 13
     store = CaseStore(case, create=False)
     try:
@@ -49,7 +39,7 @@ def test_ranking_in_small_chunks_gives_the_queue_of_one_chunk(
         ranking.rank_items(store, settings)
     finally:
         store.close()
-    chunked = _queue(case)
+    chunked = case_rows(case)
     for path, row in whole.items():
         assert (chunked[path]["rank"], chunked[path]["priority"], chunked[path]["why"]) == (
             row["rank"],

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from seizures import first_rows, jpeg, seizure
+from seizures import case_rows, first_rows, jpeg, seizure
 
 from heroes.config import RaySettings, Settings
 from heroes.pipeline.raypass import ray_temp_dir, reap_stale_ray
-from heroes.pipeline.report import records
 from heroes.pipeline.runner import choose_engine, triage
 from heroes.store import CaseStore
 
@@ -51,12 +50,7 @@ def _mixed(root: Path) -> Path:
     return root
 
 
-def _rows(case: Path) -> dict[str, dict[str, Any]]:
-    store = CaseStore(case, create=False)
-    try:
-        return {r["path"]: r for r in records(store)}
-    finally:
-        store.close()
+_rows = case_rows
 
 
 def _complete_in_walk_order(case: Path, entries: list[Any]) -> None:
