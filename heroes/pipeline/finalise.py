@@ -4,6 +4,7 @@ All of it is idempotent: running it twice changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,10 +15,53 @@ from heroes.config import Settings
 from heroes.index import hashes_from_hex
 from heroes.pipeline.hashsets import category_text, known_match
 from heroes.pipeline.matching import PDQ_DIHEDRAL, nearest_within_variants, visual_groups
-from heroes.pipeline.ranking import item_pages, rank_items
+from heroes.pipeline.ranking import rank_items
 from heroes.pipeline.summary import TriageSummary
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
+
+
+class _Columns:
+    """Columns filled value by value and turned into numpy arrays a page at a time (a column
+    of dtype None holds PDQ hex strings and becomes ``uint8[n, 32]``)."""
+
+    def __init__(self, **dtypes: Any) -> None:
+        self.dtypes = dtypes
+        self.page: dict[str, list[Any]] = {k: [] for k in dtypes}
+        self.parts: dict[str, list[Any]] = {k: [] for k in dtypes}
+
+    def end_page(self) -> None:
+        for k, values in self.page.items():
+            dtype = self.dtypes[k]
+            self.parts[k].append(
+                hashes_from_hex(values) if dtype is None else np.asarray(values, dtype)
+            )
+            values.clear()
+
+    def array(self, k: str) -> Any:
+        dtype = self.dtypes[k]
+        if self.parts[k]:
+            return np.concatenate(self.parts[k])
+        return np.zeros((0, 32), np.uint8) if dtype is None else np.zeros(0, dtype)
+
+
+def _variants(
+    dihedral: Any, frames: list[dict[str, Any]], row_of: dict[float | None, int]
+) -> Iterator[tuple[str, int, int]]:
+    """(hash, hash row it stands for, :data:`PDQ_DIHEDRAL` index) of an item's rotations and
+    mirrors: an image's 8 hashes, or a video's 8 per keyframe in the order of its keyframes;
+    ``row_of`` is the item's hash rows by frame time (None: the image itself)."""
+    if not isinstance(dihedral, list) or not dihedral:
+        return
+    if isinstance(dihedral[0], str):
+        pairs: list[tuple[float | None, Any]] = [(None, dihedral)]
+    else:
+        pairs = [(kf.get("time"), d) for kf, d in zip(frames, dihedral, strict=False)]
+    for key, hashes in pairs:
+        k = row_of.get(key)
+        if k is not None and isinstance(hashes, list) and len(hashes) == len(PDQ_DIHEDRAL):
+            for kind, h in enumerate(hashes[1:], start=1):
+                yield h, k, kind
 
 
 class _CaseHashes:
@@ -27,18 +71,25 @@ class _CaseHashes:
     finalize needs of every item."""
 
     def __init__(self, store: CaseStore, min_quality: int) -> None:
-        hashes: list[NDArray[np.uint8]] = []
-        owners: list[NDArray[np.int64]] = []
-        times: list[NDArray[np.float64]] = []
-        flips: list[NDArray[np.uint8]] = []
-        flip_of: list[NDArray[np.int64]] = []
-        flip_kind: list[NDArray[np.int64]] = []
-        unmatched: list[NDArray[np.int64]] = []
-        ids: list[NDArray[np.int64]] = []
-        old_groups: list[NDArray[np.int64]] = []
+        #: one row per hash: the hash, its item, its frame time (NaN: an image's own hash)
+        rows = _Columns(mat=None, own=np.int64, times=np.float64)
+        #: one row per rotation or mirror: the hash, the hash row it stands for, which one
+        flips = _Columns(flips=None, flip_of=np.int64, flip_kind=np.int64)
+        #: every item not a copy, with its group before this run (-1: none); items no hash matched
+        items = _Columns(ids=np.int64, old_groups=np.int64)
+        unmatched = _Columns(ids=np.int64)
         #: items that a hash set names exactly (not known-good, not by PDQ): (id, pdq, match)
         self.case_bad: list[tuple[int, str, dict[str, Any]]] = []
-        rows_so_far = 0
+        n_rows = 0
+
+        def add_row(item_id: int, pdq: str, time: float | None) -> int:
+            nonlocal n_rows
+            rows.page["mat"].append(pdq)
+            rows.page["own"].append(item_id)
+            rows.page["times"].append(np.nan if time is None else float(time))
+            n_rows += 1
+            return n_rows - 1
+
         cols = (
             ItemRow.pdq,
             ItemRow.pdq_quality,
@@ -48,79 +99,40 @@ class _CaseHashes:
             ItemRow.visual_group,
             ItemRow.pdq_dihedral,
         )
-        for page in item_pages(store, *cols):
-            hexes: list[str] = []
-            own: list[int] = []
-            at: list[float] = []
-            variants: list[str] = []
-            page_flip_of: list[int] = []
-            page_flip_kind: list[int] = []
-            page_unmatched: list[int] = []
-            page_ids: list[int] = []
-            page_groups: list[int] = []
+        for page in store.pages(ItemRow.id, *cols):
             for item_id, pdq, quality, video, km, status, group, dihedral in page:
                 if km is None:
-                    page_unmatched.append(item_id)
+                    unmatched.page["ids"].append(item_id)
                 if status == "duplicate":
                     continue
-                page_ids.append(item_id)
-                page_groups.append(-1 if group is None else group)
-                if km and not km.get("known_good") and km.get("method") != "pdq" and pdq:
-                    if (quality or 0) >= min_quality:
-                        self.case_bad.append((item_id, pdq, km))
-                # this item's hash rows by frame time (None: the image itself)
+                items.page["ids"].append(item_id)
+                items.page["old_groups"].append(-1 if group is None else group)
+                good = pdq and (quality or 0) >= min_quality
+                if good and km and not km.get("known_good") and km.get("method") != "pdq":
+                    self.case_bad.append((item_id, pdq, km))
                 row_of: dict[float | None, int] = {}
-                if pdq and (quality or 0) >= min_quality:
-                    row_of[None] = rows_so_far + len(hexes)
-                    hexes.append(pdq)
-                    own.append(item_id)
-                    at.append(np.nan)
+                if good:
+                    row_of[None] = add_row(item_id, pdq, None)
                 frames = (video or {}).get("keyframes", [])
                 for kf in frames:
                     if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
-                        row_of[kf.get("time")] = rows_so_far + len(hexes)
-                        hexes.append(kf["pdq"])
-                        own.append(item_id)
-                        at.append(np.nan if kf.get("time") is None else float(kf["time"]))
-                if not isinstance(dihedral, list) or not dihedral:
-                    continue
-                if isinstance(dihedral[0], str):  # an image: its 8 hashes
-                    pairs: list[tuple[float | None, Any]] = [(None, dihedral)]
-                else:  # a video: 8 hashes per keyframe, in the order of video.keyframes
-                    pairs = [(kf.get("time"), d) for kf, d in zip(frames, dihedral, strict=False)]
-                for key, hs in pairs:
-                    k = row_of.get(key)
-                    if k is None or not isinstance(hs, list) or len(hs) != len(PDQ_DIHEDRAL):
-                        continue
-                    for kind, h in enumerate(hs[1:], start=1):
-                        variants.append(h)
-                        page_flip_of.append(k)
-                        page_flip_kind.append(kind)
-            unmatched.append(np.asarray(page_unmatched, np.int64))
-            ids.append(np.asarray(page_ids, np.int64))
-            old_groups.append(np.asarray(page_groups, np.int64))
-            hashes.append(hashes_from_hex(hexes))
-            owners.append(np.asarray(own, np.int64))
-            times.append(np.asarray(at, np.float64))
-            flips.append(hashes_from_hex(variants))
-            flip_of.append(np.asarray(page_flip_of, np.int64))
-            flip_kind.append(np.asarray(page_flip_kind, np.int64))
-            rows_so_far += len(hexes)
+                        row_of[kf.get("time")] = add_row(item_id, kf["pdq"], kf.get("time"))
+                for h, k, kind in _variants(dihedral, frames, row_of):
+                    flips.page["flips"].append(h)
+                    flips.page["flip_of"].append(k)
+                    flips.page["flip_kind"].append(kind)
+            for columns in (rows, flips, items, unmatched):
+                columns.end_page()
 
-        def cat(parts: list[Any], dtype: Any, shape: tuple[int, ...] = (0,)) -> Any:
-            return np.concatenate(parts) if parts else np.zeros(shape, dtype)
-
-        self.mat: NDArray[np.uint8] = cat(hashes, np.uint8, (0, 32))
-        self.own: NDArray[np.int64] = cat(owners, np.int64)
-        #: frame time of each hash row; NaN for an image's own hash
-        self.times: NDArray[np.float64] = cat(times, np.float64)
-        self.flips: NDArray[np.uint8] = cat(flips, np.uint8, (0, 32))
-        self.flip_of: NDArray[np.int64] = cat(flip_of, np.int64)
-        self.flip_kind: NDArray[np.int64] = cat(flip_kind, np.int64)
-        self.unmatched: NDArray[np.int64] = cat(unmatched, np.int64)  # ascending
-        #: every item that is not a copy, and its visual group before this run (-1: none)
-        self.ids: NDArray[np.int64] = cat(ids, np.int64)
-        self.old_groups: NDArray[np.int64] = cat(old_groups, np.int64)
+        self.mat: NDArray[np.uint8] = rows.array("mat")
+        self.own: NDArray[np.int64] = rows.array("own")
+        self.times: NDArray[np.float64] = rows.array("times")
+        self.flips: NDArray[np.uint8] = flips.array("flips")
+        self.flip_of: NDArray[np.int64] = flips.array("flip_of")
+        self.flip_kind: NDArray[np.int64] = flips.array("flip_kind")
+        self.ids: NDArray[np.int64] = items.array("ids")
+        self.old_groups: NDArray[np.int64] = items.array("old_groups")
+        self.unmatched: NDArray[np.int64] = unmatched.array("ids")  # ascending
 
     def is_unmatched(self, item_id: int) -> bool:
         k = int(np.searchsorted(self.unmatched, item_id))
@@ -196,7 +208,7 @@ def finalize(store: CaseStore, settings: Settings, summary: TriageSummary | None
 def _copy_to_duplicates(store: CaseStore) -> None:
     """Duplicates carry their original's decoded and inferred fields (a page of copies at a
     time)."""
-    for dups in item_pages(store, ItemRow.duplicate_of, where=ItemRow.status == "duplicate"):
+    for dups in store.pages(ItemRow.id, ItemRow.duplicate_of, where=ItemRow.status == "duplicate"):
         with store.session() as s, s.begin():
             orig_ids = sorted({o for _, o in dups if o is not None})
             originals = {}

@@ -25,7 +25,6 @@ from heroes.store.schema import ItemRow, VectorRow
 INDEX_DIR = "index"
 STATE_FILE = "state.json"
 STALE_FILE = "stale"
-_CHUNK = 20_000
 
 
 def index_root(case_dir: Path) -> Path:
@@ -112,24 +111,16 @@ def _update_float(
     if path.exists() and not rebuild and last > 0:
         index = FloatIndex.load(path, mmap=False)
     n = 0
-    while True:
-        with store.session() as s:
-            rows = s.execute(
-                select(
-                    VectorRow.id,
-                    VectorRow.item_id,
-                    VectorRow.frame_time,
-                    VectorRow.bbox,
-                    VectorRow.ref,
-                    VectorRow.dim,
-                    VectorRow.vector,
-                )
-                .where(VectorRow.kind == kind, VectorRow.model == model, VectorRow.id > last)
-                .order_by(VectorRow.id)
-                .limit(_CHUNK)
-            ).all()
-        if not rows:
-            break
+    cols = (
+        VectorRow.item_id,
+        VectorRow.frame_time,
+        VectorRow.bbox,
+        VectorRow.ref,
+        VectorRow.dim,
+        VectorRow.vector,
+    )
+    only = (VectorRow.kind == kind) & (VectorRow.model == model)
+    for rows in store.pages(VectorRow.id, *cols, where=only, after=last):
         dim = int(rows[0].dim)
         if index is None:
             index = FloatIndex(dim)
@@ -158,23 +149,19 @@ def _update_pdq(
         index = BinaryIndex.load(path, mmap=False)
     hexes: list[str] = []
     metas: list[Meta] = []
-    with store.session() as s:
-        rows = s.execute(
-            select(ItemRow.id, ItemRow.pdq, ItemRow.pdq_quality, ItemRow.video, ItemRow.status)
-            .where(ItemRow.id > last)
-            .order_by(ItemRow.id)
-        ).all()
-    for item_id, pdq, quality, video, status in rows:
-        last = max(last, int(item_id))
-        if status == "duplicate":
-            continue
-        if pdq and (quality or 0) >= min_quality:
-            hexes.append(pdq)
-            metas.append(Meta(name, int(item_id)))
-        for kf in (video or {}).get("keyframes", []):
-            if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
-                hexes.append(kf["pdq"])
-                metas.append(Meta(name, int(item_id), frame_time=kf.get("time")))
+    cols = (ItemRow.pdq, ItemRow.pdq_quality, ItemRow.video, ItemRow.status)
+    for rows in store.pages(ItemRow.id, *cols, after=last):
+        for item_id, pdq, quality, video, status in rows:
+            if status == "duplicate":
+                continue
+            if pdq and (quality or 0) >= min_quality:
+                hexes.append(pdq)
+                metas.append(Meta(name, int(item_id)))
+            for kf in (video or {}).get("keyframes", []):
+                if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
+                    hexes.append(kf["pdq"])
+                    metas.append(Meta(name, int(item_id), frame_time=kf.get("time")))
+        last = int(rows[-1][0])
     if hexes:
         if index is None:
             index = BinaryIndex()

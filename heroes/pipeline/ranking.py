@@ -1,23 +1,18 @@
 """The review queue's order: priority, reasons and rank of every item of a case.
 
-Streamed: the case's rows are read in chunks of ids, twice (once to score and sort, once to write
-what changed), so memory holds four numbers per item, not every row (a case of 10 million items
-sorts in about 320 MB)."""
+Streamed: the case's rows are read in pages of ids (:meth:`CaseStore.pages`) twice, once to
+score and sort and once to write what changed, so memory holds four numbers per item, not every
+row (a case of 10 million items sorts in about 320 MB)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from heroes.config import Settings
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
-
-#: items read (and updates written) at a time
-CHUNK = 20_000
 
 _SCORED = (
     ItemRow.status,
@@ -27,22 +22,6 @@ _SCORED = (
     ItemRow.error,
     ItemRow.duplicate_of,
 )
-
-
-def item_pages(store: CaseStore, *cols: Any, where: Any = None) -> Iterator[list[Any]]:
-    """The case's items (``ItemRow.id`` first, then ``cols``) in id order, ``CHUNK`` at a time
-    (keyset pages: no cursor stays open while the caller writes)."""
-    last = 0
-    while True:
-        query = select(ItemRow.id, *cols).where(ItemRow.id > last)
-        if where is not None:
-            query = query.where(where)
-        with store.session() as s:
-            rows = list(s.execute(query.order_by(ItemRow.id).limit(CHUNK)).all())
-        if not rows:
-            return
-        yield rows
-        last = rows[-1][0]
 
 
 def rank_items(store: CaseStore, settings: Settings) -> None:
@@ -59,7 +38,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
     last: list[np.ndarray] = []  # known-good files go last
     prio: list[np.ndarray] = []
     after: list[np.ndarray] = []  # a copy sorts right after its original
-    for rows in item_pages(store, *_SCORED):
+    for rows in store.pages(ItemRow.id, *_SCORED):
         n = len(rows)
         ids.append(np.fromiter((r[0] for r in rows), np.int64, n))
         last.append(np.fromiter((r[1] == "known_good" for r in rows), np.bool_, n))
@@ -76,7 +55,7 @@ def rank_items(store: CaseStore, settings: Settings) -> None:
     rank[order] = np.arange(1, len(order) + 1)
     del ids, last, prio, after, order
 
-    for rows in item_pages(store, *_SCORED, ItemRow.priority, ItemRow.rank, ItemRow.why):
+    for rows in store.pages(ItemRow.id, *_SCORED, ItemRow.priority, ItemRow.rank, ItemRow.why):
         at = np.searchsorted(item_ids, [r[0] for r in rows])
         updates = []
         for r, k in zip(rows, at.tolist(), strict=True):

@@ -162,6 +162,8 @@ class _Work:
 
     ref: Ref
     ident: Identified
+    #: the hashes as they travel (the bytes stay here)
+    bare: Identified
 
 
 def _node() -> str:
@@ -185,11 +187,12 @@ class Reader:
         return self.node
 
     def hash(self, bid: int, refs: list[Ref]) -> list[Identified]:
-        works = [
-            _Work(r, identify_source(r.data, r.fs_path, r.is_archive, self.chunk)) for r in refs
-        ]
+        works = []
+        for r in refs:
+            ident = identify_source(r.data, r.fs_path, r.is_archive, self.chunk)
+            works.append(_Work(r, ident, ident.without_data()))
         self.held[bid] = works
-        return [w.ident.without_data() for w in works]
+        return [w.bare for w in works]
 
     def analyse(self, bid: int, verdicts: list[tuple[str | None, int | None]]) -> list[Pair] | None:
         """Decode (and in the fused plan, run the models on, in batches across the files) what
@@ -201,7 +204,7 @@ class Reader:
         out: list[Pair] = []
         decoded: list[tuple[int, Decoded]] = []
         for w, (verdict, owner) in zip(works, verdicts, strict=True):
-            result = FileResult(w.ref.key, w.ident.without_data(), verdict, owner, None, self.node)
+            result = FileResult(w.ref.key, w.bare, verdict, owner, None, self.node)
             out.append((result, None))
             if verdict == "decode":
                 d = decode_media(w.ident.media_type, w.ident.data, w.ref.fs_path, self.opts)
@@ -871,15 +874,16 @@ class RayEngine:
         exhausted = False
         it = iter(entries)
 
-        def send(batch_refs: list[Ref], alone: bool = False) -> None:
+        def send(batch: Batch) -> None:
+            """Submit a batch under a new id (a batch sent again keeps its counts)."""
             nonlocal bid
-            workers.submit(Batch(bid, batch_refs, alone))
+            batch.bid = bid
+            workers.submit(batch)
             bid += 1
 
         while True:
             while again and workers.room():
-                b = again.popleft()
-                send(b.refs, b.alone)
+                send(again.popleft())
             while not again and not exhausted and workers.room() and len(order.back) < HOLD_MAX:
                 entry = next(it, None)
                 if entry is None:
@@ -891,10 +895,10 @@ class RayEngine:
                 refs.append(ref)
                 key += 1
                 if len(refs) >= size:
-                    send(refs)
+                    send(Batch(-1, refs))
                     refs = []
             if refs and workers.room() and (exhausted or not workers.pending):
-                send(refs)
+                send(Batch(-1, refs))
                 refs = []
             if not workers.pending and not workers.down:
                 if not workers.alive:

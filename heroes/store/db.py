@@ -33,6 +33,8 @@ from heroes.store.schema import (
 
 DB_FILE = "case.db"
 _INSERT_CHUNK = 5000
+#: rows :meth:`CaseStore.pages` reads at a time
+PAGE_ROWS = 20_000
 
 
 VECTOR_DTYPE = "<f4"
@@ -252,6 +254,22 @@ class CaseStore:
             yield from s.execute(
                 select(ItemRow).order_by(*key).execution_options(yield_per=1000)
             ).scalars()
+
+    def pages(self, key: Any, *cols: Any, where: Any = None, after: int = 0) -> Iterator[list[Any]]:
+        """Rows of ``key``'s table (``key``, an integer primary key, first, then ``cols``) in
+        ``key`` order after ``after``, :data:`PAGE_ROWS` at a time. Keyset pages: each page is one
+        short query, so no cursor stays open while the caller writes, and memory holds one page
+        whatever the case's size."""
+        while True:
+            query = select(key, *cols).where(key > after)
+            if where is not None:
+                query = query.where(where)
+            with self.session() as s:
+                rows = list(s.execute(query.order_by(key).limit(PAGE_ROWS)).all())
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
 
     def count_members(self, evidence: str, archive_path: str) -> int:
         """Items inside an archive, nested ones included."""

@@ -154,9 +154,9 @@ def test_a_mirrored_copy_matches_a_known_bad_hash_and_joins_its_original(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if page is not None:  # finalize reads the case in pages: the result must not depend on them
-        from heroes.pipeline import ranking
+        from heroes.store import db
 
-        monkeypatch.setattr(ranking, "CHUNK", page)
+        monkeypatch.setattr(db, "PAGE_ROWS", page)
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     (evidence / "a_original.jpg").write_bytes(_jpeg(coffee))

@@ -13,7 +13,7 @@ from seizures import case_rows, jpeg, seizure
 from heroes.config import Settings
 from heroes.pipeline import ranking
 from heroes.pipeline.runner import triage
-from heroes.store import CaseStore
+from heroes.store import CaseStore, db
 
 
 def test_ranking_in_small_chunks_gives_the_queue_of_one_chunk(
@@ -35,7 +35,7 @@ def test_ranking_in_small_chunks_gives_the_queue_of_one_chunk(
     try:
         ids = [r["item_id"] for r in whole.values()]
         store.update_items([{"id": i, "priority": None, "why": None, "rank": None} for i in ids])
-        monkeypatch.setattr(ranking, "CHUNK", 3)
+        monkeypatch.setattr(db, "PAGE_ROWS", 3)
         ranking.rank_items(store, settings)
     finally:
         store.close()
