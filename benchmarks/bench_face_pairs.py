@@ -48,8 +48,9 @@ from heroes.config import get_settings
 from heroes.index.identities import DEFAULT_MIN_SIMILARITY, Identities, cluster_faces
 from heroes.pipeline.indexing import index_root
 from heroes.search import IDENTITIES_FILE, persons
-from heroes.store.db import CaseStore, decode_vectors
+from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow, VectorRow
+from heroes.vectors import decode_vectors
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,10 @@ from heroes.pipeline.decode import load_rgb
 from heroes.pipeline.discover import Unreadable, open_item
 from heroes.pipeline.indexing import case_name, index_root, update_indexes
 from heroes.pipeline.infer import Analyzer, InferOptions
-from heroes.store.db import CaseStore, decode_vectors
+from heroes.store.db import CaseStore
 from heroes.store.lock import CaseBusyError, case_lock
 from heroes.store.schema import ItemRow, VectorRow
+from heroes.vectors import decode_vectors
 
 log = logging.getLogger(__name__)
 

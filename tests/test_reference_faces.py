@@ -27,8 +27,9 @@ from heroes.cli import app
 from heroes.config import get_settings
 from heroes.index.identities import DEFAULT_MIN_SIMILARITY
 from heroes.search import case_model, person_faces, persons
-from heroes.store.db import CaseStore, decode_vectors
+from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow, VectorRow
+from heroes.vectors import decode_vectors
 
 DATA = Path(__file__).parent / "data" / "faces"
 runner = CliRunner()

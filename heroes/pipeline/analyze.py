@@ -18,7 +18,7 @@ import numpy as np
 
 from heroes.pipeline.identify import MEDIA_IMAGE, MEDIA_VIDEO, StreamSource, open_source
 from heroes.pipeline.infer import Analyzer, InferOptions, summarise
-from heroes.store.db import encode_vector
+from heroes.vectors import encode_vector
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,10 +37,8 @@ from heroes.pipeline.identify import (
     MEDIA_OTHER,
     MEDIA_VIDEO,
     Digests,
-    StreamSource,
-    hash_bytes,
-    hash_source,
-    sniff,
+    Identified,
+    identify_source,
 )
 from heroes.pipeline.indexing import mark_stale
 from heroes.pipeline.infer import InferOptions
@@ -48,8 +46,6 @@ from heroes.pipeline.summary import Progress, TriageSummary, error_kind
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow
 
-#: files on disk up to this size are read once and kept in memory for decoding
-KEEP_BYTES = 64 * 1024 * 1024
 _FLUSH_ROWS = 500
 _FLUSH_SECONDS = 2.0
 
@@ -71,20 +67,6 @@ _VIDEO_EXT = {
 
 # --------------------------------------------------------------------------------------------------
 # what flows between the engines and the core
-
-
-@dataclass(slots=True)
-class Identified:
-    """What hashing and sniffing one file found; ``data`` holds its bytes when they were kept."""
-
-    digests: Digests | None
-    media_type: str
-    mime: str | None
-    data: bytes | None = None
-    error: str | None = None
-
-    def without_data(self) -> Identified:
-        return Identified(self.digests, self.media_type, self.mime, None, self.error)
 
 
 @dataclass(slots=True)
@@ -127,29 +109,6 @@ class Decision:
 
 def identify_entry(entry: Entry, chunk: int) -> Identified:
     return identify_source(entry.data, content_source(entry), bool(entry.archive_kind), chunk)
-
-
-def identify_source(
-    data: bytes | None, fs_path: Path | str | StreamSource | None, is_archive: bool, chunk: int
-) -> Identified:
-    """Hash and sniff one file (its bytes, its path read once with ``O_NOATIME``, or a file
-    inside a forensic image read through its reference)."""
-    try:
-        if data is not None:
-            digests = hash_bytes(data)
-            head = data[:512]
-        else:
-            assert fs_path is not None
-            digests, head, data = hash_source(fs_path, chunk=chunk, keep_up_to=KEEP_BYTES)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        return Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
-    sniffed = sniff(head)
-    # a picture or video with an archive appended (a polyglot) is analysed as what it shows; its
-    # members were walked all the same
-    polyglot = sniffed.media_type in (MEDIA_IMAGE, MEDIA_VIDEO)
-    media = MEDIA_ARCHIVE if is_archive and not polyglot else sniffed.media_type
-    return Identified(digests, media, sniffed.mime, data)
 
 
 def needs_pixels(ident: Identified, entry_error: str | None, is_archive: bool) -> bool:

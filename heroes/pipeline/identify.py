@@ -292,3 +292,44 @@ def hash_file(
 ) -> tuple[Digests, bytes, bytes | None]:
     with open_evidence(path) as f:
         return hash_stream(f, chunk=chunk, keep_up_to=keep_up_to)
+
+
+#: files on disk up to this size are read once and kept in memory for decoding
+KEEP_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Identified:
+    """What hashing and sniffing one file found; ``data`` holds its bytes when they were kept."""
+
+    digests: Digests | None
+    media_type: str
+    mime: str | None
+    data: bytes | None = None
+    error: str | None = None
+
+    def without_data(self) -> Identified:
+        return Identified(self.digests, self.media_type, self.mime, None, self.error)
+
+
+def identify_source(
+    data: bytes | None, fs_path: Path | str | StreamSource | None, is_archive: bool, chunk: int
+) -> Identified:
+    """Hash and sniff one file (its bytes, its path read once with ``O_NOATIME``, or a file
+    inside a forensic image read through its reference)."""
+    try:
+        if data is not None:
+            digests = hash_bytes(data)
+            head = data[:512]
+        else:
+            assert fs_path is not None
+            digests, head, data = hash_source(fs_path, chunk=chunk, keep_up_to=KEEP_BYTES)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return Identified(None, MEDIA_OTHER, None, None, f"unreadable: {reason}")
+    sniffed = sniff(head)
+    # a picture or video with an archive appended (a polyglot) is analysed as what it shows; its
+    # members were walked all the same
+    polyglot = sniffed.media_type in (MEDIA_IMAGE, MEDIA_VIDEO)
+    media = MEDIA_ARCHIVE if is_archive and not polyglot else sniffed.media_type
+    return Identified(digests, media, sniffed.mime, data)

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from heroes.index import BinaryIndex, FloatIndex, Meta, hashes_from_hex
-from heroes.store.db import CaseStore, decode_vectors
+from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow, VectorRow
+from heroes.vectors import decode_vectors
 
 INDEX_DIR = "index"
 STATE_FILE = "state.json"

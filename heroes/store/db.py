@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
 from sqlalchemy import create_engine, delete, event, func, insert, inspect, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -35,19 +33,6 @@ DB_FILE = "case.db"
 _INSERT_CHUNK = 5000
 #: rows :meth:`CaseStore.pages` reads at a time
 PAGE_ROWS = 20_000
-
-
-VECTOR_DTYPE = "<f4"
-
-
-def encode_vector(vector: NDArray[np.floating]) -> bytes:
-    """An embedding as stored in ``vectors.vector``: little-endian float32."""
-    return np.asarray(vector, dtype=VECTOR_DTYPE).tobytes()
-
-
-def decode_vectors(blobs: Sequence[bytes], dim: int) -> NDArray[np.float32]:
-    """Stored embeddings back to a [N, dim] float32 matrix."""
-    return np.frombuffer(b"".join(blobs), dtype=VECTOR_DTYPE).reshape(len(blobs), dim)
 
 
 class StoreError(RuntimeError):

@@ -14,8 +14,9 @@ from heroes.pipeline.infer import Analyzer, InferOptions
 from heroes.pipeline.report import faces_found
 from heroes.pipeline.scoring import REASON_MINOR, REASON_WEAK_MINOR, score_item
 from heroes.search import persons
-from heroes.store.db import CaseStore, encode_vector
+from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow, VectorRow
+from heroes.vectors import encode_vector
 
 # crops (top, left, height, width) of the scikit-image cat photo on which the body-part detector
 # reports a face; the first two were estimated P(minor) 0.98 and 0.51

@@ -271,10 +271,10 @@ def _triage_rows(
 def test_triage_of_a_folder_with_an_image_writes_deleted_fs_and_image_fields(
     tmp_path: Path, fat_e01: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from heroes.pipeline import core
+    from heroes.pipeline import identify
 
     # files past KEEP_BYTES go to the decode processes as references, not bytes
-    monkeypatch.setattr(core, "KEEP_BYTES", 256 * 1024)
+    monkeypatch.setattr(identify, "KEEP_BYTES", 256 * 1024)
     image, _raw = fat_e01
     ev = tmp_path / "seizure"
     ev.mkdir()
@@ -603,10 +603,10 @@ def test_files_inside_a_luks_volume_are_read_with_its_key_in_every_worker(
 ) -> None:
     from diskimages import luks_holding
 
-    from heroes.pipeline import core
+    from heroes.pipeline import identify
 
     # files past KEEP_BYTES go to the decode processes as references, not bytes
-    monkeypatch.setattr(core, "KEEP_BYTES", 1024)
+    monkeypatch.setattr(identify, "KEEP_BYTES", 1024)
 
     big, small = _photo(110, 700), b"notes inside\n"
     inner = fat_volume(tmp_path / "inner.raw", {"DCIM/big.jpg": big, "notes.txt": small})

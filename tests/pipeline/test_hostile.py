@@ -391,7 +391,7 @@ def test_the_pass_leaves_access_times_of_large_files_as_they_were(
 ) -> None:
     from test_video import make_video
 
-    from heroes.pipeline import core
+    from heroes.pipeline import identify
 
     ev = tmp_path / "ev"
     ev.mkdir()
@@ -399,7 +399,7 @@ def test_the_pass_leaves_access_times_of_large_files_as_they_were(
     (ev / "p.jpg").write_bytes(jpeg(3))
     (ev / "a.zip").write_bytes(_zip([("m.txt", b"m")]))
     # every file counts as large: none is kept in memory, each is opened again to decode
-    monkeypatch.setattr(core, "KEEP_BYTES", 0)
+    monkeypatch.setattr(identify, "KEEP_BYTES", 0)
     stamps = {}
     for p in ev.iterdir():
         os.utime(p, (1_000_000_000, 1_500_000_000))

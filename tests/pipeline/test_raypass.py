@@ -304,7 +304,8 @@ def test_the_first_copy_in_walk_order_is_the_original_whichever_copy_a_worker_an
     from heroes.pipeline.discover import walk
     from heroes.pipeline.identify import MEDIA_IMAGE
     from heroes.pipeline.infer import InferOptions
-    from heroes.pipeline.raypass import FileResult, InOrder
+    from heroes.pipeline.raypass import InOrder
+    from heroes.pipeline.rayworkers import FileResult
     from heroes.pipeline.summary import Progress, TriageSummary
 
     ev = tmp_path / "ev"
@@ -379,7 +380,8 @@ def test_files_the_plan_never_returned_are_redone_in_the_driver_in_walk_order(
     from heroes.pipeline.core import PassCore, identify_source
     from heroes.pipeline.discover import walk
     from heroes.pipeline.identify import MEDIA_IMAGE
-    from heroes.pipeline.raypass import FileResult, InOrder
+    from heroes.pipeline.raypass import InOrder
+    from heroes.pipeline.rayworkers import FileResult
     from heroes.pipeline.summary import Progress, TriageSummary
 
     ev = _seizure(tmp_path / "ev", 4)
@@ -414,9 +416,9 @@ class _Actors:
     def __init__(self, opts: Any, die_on: set[int], restart_before: set[int]) -> None:
         from types import SimpleNamespace
 
-        from heroes.pipeline import raypass
+        from heroes.pipeline import rayworkers
 
-        self.reader = raypass.Reader(opts, 1 << 20, True)
+        self.reader = rayworkers.Reader(opts, 1 << 20, True)
         self.plan = SimpleNamespace(batch_size=4)
         self.events: list[Any] = []
         self.down: dict[Any, Any] = {}
@@ -463,11 +465,11 @@ def test_the_driver_sends_a_dead_workers_files_again_one_by_one_and_analyses_a_k
     """A batch whose worker died goes again file by file; a file out alone when a worker dies
     again is analysed by the driver in a process of its own; a batch whose reader was restarted
     between its two calls is sent again whole. Every file ends with its record, in walk order."""
-    from heroes.pipeline import raypass
+    from heroes.pipeline import raypass, rayworkers
     from heroes.pipeline.core import PassCore
     from heroes.pipeline.summary import Progress, TriageSummary
 
-    monkeypatch.setattr(raypass, "_node", lambda: "here")
+    monkeypatch.setattr(rayworkers, "_node", lambda: "here")
     ev = _seizure(tmp_path / "ev", 10)
     settings = Settings(engine="ray", models=False)
     store = CaseStore(tmp_path / "case")
