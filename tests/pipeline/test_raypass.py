@@ -499,3 +499,56 @@ def test_the_driver_sends_a_dead_workers_files_again_one_by_one_and_analyses_a_k
     else:
         # the batch of keys 0-3 lost its reader between its calls and went again whole
         assert hashed.count(([0, 1, 2, 3], False)) == 2 and summary.redone == 0
+
+
+def _descendants() -> list[list[bytes]]:
+    """The command lines of this process's children, their children, and so on."""
+    procs: dict[int, tuple[int, list[bytes]]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat, cmd = (d / "stat").read_text(), (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        procs[int(d.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd.split(b"\0"))
+    mine, found = {os.getpid()}, []
+    while True:
+        more = [p for p, (parent, _c) in procs.items() if parent in mine and p not in mine]
+        if not more:
+            return found
+        mine.update(more)
+        found += [procs[p][1] for p in more]
+
+
+def test_the_embedded_head_starts_without_monitors_or_dashboard_and_leaves_ray_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """The embedded head has no autoscaler monitor, log monitor or dashboard head (Python
+    processes of their own beside Ray's titled ``ray::`` ones), runs the dashboard agent in Ray's
+    ``--minimal`` mode, and answers tasks; Ray's functions that were switched for the start are
+    Ray's own again afterwards."""
+    from ray._private import node as ray_node
+    from ray._private import services, utils
+
+    from heroes.pipeline.raypass import start_ray, stop_ray
+
+    before = (ray_node.Node.__init__, services.get_node, utils.get_dashboard_dependency_error)
+    started, tmp = start_ray(tmp_path / "case", Settings(engine="ray"))
+    try:
+        assert started and tmp is not None
+        assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
+        procs = _descendants()
+        names = sorted(Path(c[0].decode()).name for c in procs)
+        # GCS, raylet, the two agents the raylet starts, and its workers; nothing else
+        assert names.count("gcs_server") == 1 and names.count("raylet") == 1, names
+        assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(names), names
+        assert all(n in ("gcs_server", "raylet") or n.startswith("ray::") for n in names), names
+        raylet = next(c for c in procs if c[0].endswith(b"/raylet"))
+        agent = next(a for a in raylet if a.startswith(b"--dashboard_agent_command="))
+        assert b"--minimal" in agent
+    finally:
+        stop_ray(started)
+    assert before == (
+        ray_node.Node.__init__,
+        services.get_node,
+        utils.get_dashboard_dependency_error,
+    )
