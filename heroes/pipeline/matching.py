@@ -133,34 +133,50 @@ def visual_groups(
     Returns ``{item_id: group_id}`` for items in a group of two or more, where the group id is the
     smallest item id of the group, so ids stay stable when a case grows.
     """
-    n = len(hashes)
-    if n < 2:
+    if len(hashes) < 2:
         return {}
-    parent = {int(o): int(o) for o in np.unique(owners)}
+    # union-find over the items' places in ``items`` (sorted), in numpy arrays: a root is always
+    # the smallest place of its set, so it names the smallest item id
+    items = np.unique(owners)
+    parent = np.arange(len(items), dtype=np.int64)
 
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    def join(pairs: Iterator[tuple[int, int]]) -> None:
-        for a, b in pairs:
-            if a == b or a not in parent:
-                continue
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+    def places(ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        at = np.searchsorted(items, ids)
+        return np.where(items[np.minimum(at, len(items) - 1)] == ids, at, -1)
 
     for ii, jj in pairs_within(hashes, hashes, max_distance):
         keep = ii < jj
-        join(zip(owners[ii[keep]].tolist(), owners[jj[keep]].tolist(), strict=True))
+        _union(parent, places(owners[ii[keep]]), places(owners[jj[keep]]))
     if variants is not None and variant_owners is not None:
         for ii, jj in pairs_within(variants, hashes, max_distance):
-            join(zip(variant_owners[ii].tolist(), owners[jj].tolist(), strict=True))
-    groups: dict[int, list[int]] = {}
-    for item in parent:
-        groups.setdefault(find(item), []).append(item)
-    return {item: root for root, members in groups.items() if len(members) > 1 for item in members}
+            _union(parent, places(variant_owners[ii]), places(owners[jj]))
+    roots = _roots(parent, np.arange(len(items)))
+    grouped = np.bincount(roots, minlength=len(items))[roots] > 1
+    return dict(zip(items[grouped].tolist(), items[roots[grouped]].tolist(), strict=True))
+
+
+def _roots(parent: NDArray[np.int64], x: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The roots of ``x``; the nodes asked about then point straight at them."""
+    r = parent[x]
+    while True:
+        up = parent[r]
+        if np.array_equal(up, r):
+            break
+        r = up
+    parent[x] = r
+    return r
+
+
+def _union(parent: NDArray[np.int64], a: NDArray[np.int64], b: NDArray[np.int64]) -> None:
+    """Join the sets of ``a[k]`` and ``b[k]`` for every k (pairs with a -1 are left out). The
+    larger root is hooked under the smaller, so parents only ever point to smaller places and a
+    set's root is its smallest member."""
+    keep = (a >= 0) & (b >= 0) & (a != b)
+    a, b = a[keep], b[keep]
+    while len(a):
+        ra, rb = _roots(parent, a), _roots(parent, b)
+        apart = ra != rb
+        a, b, ra, rb = a[apart], b[apart], ra[apart], rb[apart]
+        # a root hooked under several smaller roots at once keeps the smallest; the pairs it
+        # was not hooked through are looked at again
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))

@@ -64,3 +64,58 @@ def test_a_video_owning_several_frames_joins_one_group() -> None:
     hashes = np.stack([frame, other, _flip_bits(frame, 5, rng)])
     owners = np.array([7, 7, 3], dtype=np.int64)
     assert visual_groups(hashes, owners, 31) == {3: 3, 7: 3}
+
+
+def _groups_oracle(
+    hashes: np.ndarray, owners: np.ndarray, max_d: int, variants: np.ndarray, v_owners: np.ndarray
+) -> dict[int, int]:
+    """Groups by a breadth-first walk over every pair within ``max_d`` (items, their variants)."""
+    near: dict[int, set[int]] = {int(o): set() for o in owners}
+    d = _oracle(hashes, hashes)
+    for i, j in zip(*np.nonzero(d <= max_d), strict=True):
+        near[int(owners[i])].add(int(owners[j]))
+        near[int(owners[j])].add(int(owners[i]))
+    if len(variants):
+        dv = _oracle(variants, hashes)
+        for i, j in zip(*np.nonzero(dv <= max_d), strict=True):
+            if int(v_owners[i]) in near:
+                near[int(v_owners[i])].add(int(owners[j]))
+                near[int(owners[j])].add(int(v_owners[i]))
+    out: dict[int, int] = {}
+    for start in sorted(near):
+        if start in out:
+            continue
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in near[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        if len(seen) > 1:
+            out.update({m: min(seen) for m in seen})
+    return out
+
+
+def test_visual_groups_equal_a_breadth_first_walk_on_random_chains_and_clusters() -> None:
+    """Chains of near copies (joined only through each other), clusters, videos owning several
+    hashes, variants (some of items with no hash of their own), item ids in any order."""
+    rng = np.random.default_rng(7)
+    for trial in range(25):
+        hashes, owners = [], []
+        ids = rng.permutation(10_000)[:200].astype(np.int64)
+        k = 0
+        for _chain in range(int(rng.integers(1, 12))):
+            h = rng.integers(0, 256, 32, dtype=np.uint8)
+            for _link in range(int(rng.integers(1, 9))):
+                hashes.append(h)
+                # a video (same owner as the last hash) now and then
+                owners.append(owners[-1] if owners and rng.random() < 0.15 else int(ids[k]))
+                k += 1
+                h = _flip_bits(h, int(rng.integers(5, 40)), rng)
+        mat, own = np.stack(hashes), np.array(owners, dtype=np.int64)
+        picks = rng.integers(0, len(mat), int(rng.integers(0, 6)))
+        variants = np.stack([_flip_bits(mat[p], 20, rng) for p in picks] or [mat[0]])[: len(picks)]
+        v_owners = np.array(
+            [int(ids[-1]) if rng.random() < 0.2 else int(own[p]) for p in picks], dtype=np.int64
+        )
+        got = visual_groups(mat, own, 31, variants, v_owners)
+        assert got == _groups_oracle(mat, own, 31, variants, v_owners), trial
