@@ -258,9 +258,7 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
     tmp = ray_temp_dir(case_dir, settings)
     tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
     reap_stale_ray(tmp)
-    # workers inherit the driver's environment: keep caches out of the home folder
-    os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))
-    with _lean_head():
+    with _lean_head(), _ray_environ(tmp, settings):
         ray.init(
             num_cpus=rs.cpus or os.cpu_count() or 1,
             num_gpus=rs.gpus,
@@ -272,6 +270,30 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
             configure_logging=True,
         )
     return True, str(tmp)
+
+
+@contextmanager
+def _ray_environ(tmp: Path, settings: Settings) -> Iterator[None]:
+    """The environment Ray's processes start with (they take the driver's, once, at the start):
+    caches under the case's Ray folder, not the home folder, but the models in the driver's model
+    folder, so that workers load the models this machine already has instead of converting them
+    again into every case. The driver's own environment is left as it was."""
+    from heroes.models import registry
+
+    with registry.using_model_dir(settings.model_dir):
+        models = str(registry.model_dir())
+    scoped = {"XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(tmp / "cache")}
+    scoped["HEROES_MODEL_DIR"] = os.environ.get("HEROES_MODEL_DIR") or models
+    saved = {k: os.environ.get(k) for k in scoped}
+    os.environ.update(scoped)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextmanager
@@ -325,13 +347,15 @@ def _lean_head() -> Iterator[None]:
     def node_when_up(gcs_address: str, node_id: str) -> Any:
         # Ray's own lookup waits a whole second whenever the raylet has not registered yet
         look = state.GlobalState()
-        look._initialize_global_state(services._get_gcs_client_options(gcs_address))
-        deadline = time.monotonic() + 30
         try:
+            look._initialize_global_state(services._get_gcs_client_options(gcs_address))
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not any(
                 n.get("NodeID") == node_id for n in look.node_table()
             ):
                 time.sleep(0.02)
+        except Exception:  # whatever went wrong here, Ray's own lookup below decides
+            pass
         finally:
             look.disconnect()
         return get_node(gcs_address, node_id)

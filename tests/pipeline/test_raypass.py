@@ -120,8 +120,15 @@ def test_ray_summary_names_the_plan_and_where_files_went(tmp_path: Path) -> None
     assert not ray.is_initialized(), "the embedded Ray is stopped after the pass"
 
 
-def test_split_plan_runs_the_models_in_their_own_actors(tmp_path: Path) -> None:
+def test_split_plan_runs_the_models_in_their_own_actors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from heroes.demo import sample_photos
+
+    # a user's machine: no model folder set, models in the user cache of the home folder
+    monkeypatch.delenv("HEROES_MODEL_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
     ev = tmp_path / "ev"
     ev.mkdir()
@@ -129,8 +136,14 @@ def test_split_plan_runs_the_models_in_their_own_actors(tmp_path: Path) -> None:
     for name in ("astronaut", "coffee", "rocket"):
         Image.fromarray(photos[name]).save(ev / f"{name}.jpg", quality=90)
     s = Settings(engine="ray", scene_model="", ray=RaySettings(cpus=2, layout="split"))
+    cache_before = os.environ.get("XDG_CACHE_HOME")
     summary = triage(ev, tmp_path / "case", settings=s).to_dict()
     assert summary["ray"]["layout"] == "split" and summary["frames"] == 3
+    # the workers loaded the models of the driver's model folder: nothing was converted again
+    # into the case's Ray folder, and the driver's own environment is as it was
+    assert not list(Path(summary["ray"]["temp_dir"]).glob("cache/heroes/models/*"))
+    assert list((tmp_path / "home/.cache/heroes/models").glob("*.onnx"))
+    assert os.environ.get("XDG_CACHE_HOME") == cache_before
     rows = _rows(tmp_path / "case")
     faces = rows["astronaut.jpg"]["faces"]
     assert len(faces) == 1 and faces[0]["age"] >= 18
@@ -537,11 +550,18 @@ def test_the_embedded_head_starts_without_monitors_or_dashboard_and_leaves_ray_a
         assert started and tmp is not None
         assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
         procs = _descendants()
-        names = sorted(Path(c[0].decode()).name for c in procs)
+        # a process still starting shows its command line, not yet its ``ray::`` title
+        names = sorted(
+            next((Path(a.decode()).name for a in c if a.endswith(b".py")), c[0].decode())
+            if Path(c[0].decode()).name.startswith("python")
+            else Path(c[0].decode()).name
+            for c in procs
+        )
         # GCS, raylet, the two agents the raylet starts, and its workers; nothing else
         assert names.count("gcs_server") == 1 and names.count("raylet") == 1, names
         assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(names), names
-        assert all(n in ("gcs_server", "raylet") or n.startswith("ray::") for n in names), names
+        workers = ("ray::", "default_worker.py", "setup_worker.py")
+        assert all(n in ("gcs_server", "raylet") or n.startswith(workers) for n in names), names
         raylet = next(c for c in procs if c[0].endswith(b"/raylet"))
         agent = next(a for a in raylet if a.startswith(b"--dashboard_agent_command="))
         assert b"--minimal" in agent
