@@ -549,20 +549,22 @@ def test_the_embedded_head_starts_without_monitors_or_dashboard_and_leaves_ray_a
     try:
         assert started and tmp is not None
         assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
-        procs = _descendants()
-        # a process still starting shows its command line, not yet its ``ray::`` title
-        names = sorted(
-            next((Path(a.decode()).name for a in c if a.endswith(b".py")), c[0].decode())
-            if Path(c[0].decode()).name.startswith("python")
-            else Path(c[0].decode()).name
-            for c in procs
-        )
+        # Ray's processes among this one's descendants (earlier tests may have left a process
+        # pool's helpers); a process still starting shows its command line, not yet its title
+        names = []
+        for c in _descendants():
+            script = next((a for a in c[1:] if a.endswith(b".py")), b"")
+            if b"/ray/" in script:
+                names.append(Path(script.decode()).name)
+            elif c[0].startswith(b"ray::") or c[0].endswith((b"/gcs_server", b"/raylet")):
+                names.append(Path(c[0].decode()).name)
+        names.sort()
         # GCS, raylet, the two agents the raylet starts, and its workers; nothing else
         assert names.count("gcs_server") == 1 and names.count("raylet") == 1, names
         assert {"ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(names), names
         workers = ("ray::", "default_worker.py", "setup_worker.py")
         assert all(n in ("gcs_server", "raylet") or n.startswith(workers) for n in names), names
-        raylet = next(c for c in procs if c[0].endswith(b"/raylet"))
+        raylet = next(c for c in _descendants() if c[0].endswith(b"/raylet"))
         agent = next(a for a in raylet if a.startswith(b"--dashboard_agent_command="))
         assert b"--minimal" in agent
     finally:
