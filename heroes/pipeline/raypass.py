@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
     tmp = ray_temp_dir(case_dir, settings)
     tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
     reap_stale_ray(tmp)
-    with _lean_head(), _ray_environ(tmp, settings):
+    with _lean_head(), _ray_environ(tmp):
         ray.init(
             num_cpus=rs.cpus or os.cpu_count() or 1,
             num_gpus=rs.gpus,
@@ -273,27 +273,31 @@ def start_ray(case_dir: Path, settings: Settings) -> tuple[bool, str | None]:
 
 
 @contextmanager
-def _ray_environ(tmp: Path, settings: Settings) -> Iterator[None]:
+def _ray_environ(tmp: Path) -> Iterator[None]:
     """The environment Ray's processes start with (they take the driver's, once, at the start):
-    caches under the case's Ray folder, not the home folder, but the models in the driver's model
-    folder, so that workers load the models this machine already has instead of converting them
-    again into every case. The driver's own environment is left as it was."""
-    from heroes.models import registry
-
-    with registry.using_model_dir(settings.model_dir):
-        models = str(registry.model_dir())
-    scoped = {"XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME") or str(tmp / "cache")}
-    scoped["HEROES_MODEL_DIR"] = os.environ.get("HEROES_MODEL_DIR") or models
-    saved = {k: os.environ.get(k) for k in scoped}
-    os.environ.update(scoped)
+    caches under the case's Ray folder, not the home folder. The driver's own environment is left
+    as it was (the models' folder goes to the workers in their options: :func:`_models_here`)."""
+    key = "XDG_CACHE_HOME"
+    saved = os.environ.get(key)
+    os.environ[key] = saved or str(tmp / "cache")
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if saved is None:
+            os.environ.pop(key, None)
+
+
+def _models_here(opts: AnalyzeOptions, settings: Settings) -> AnalyzeOptions:
+    """``opts`` with the driver's model folder named in them, for workers on this machine: they
+    load the models this machine already converted (the dlib face model's ONNX copy, its INT8
+    variant) instead of converting them again in every actor of every case."""
+    if opts.models is None or opts.models.model_dir:
+        return opts
+    from heroes.models import registry
+
+    with registry.using_model_dir(settings.model_dir):
+        folder = str(registry.model_dir())
+    return replace(opts, models=replace(opts.models, model_dir=folder))
 
 
 @contextmanager
@@ -775,7 +779,9 @@ class RayEngine:
             summary.engine = "ray"
             summary.ray = asdict(plan)
             summary.ray["start_s"] = round(time.perf_counter() - t0, 2)
-            workers = Workers(plan, self.core.opts, self.settings.hash_chunk)
+            # embedded: the workers share this machine's model folder
+            opts = self.core.opts if tmp is None else _models_here(self.core.opts, self.settings)
+            workers = Workers(plan, opts, self.settings.hash_chunk)
             workers.wait_ready(ACTOR_START_S)
             try:
                 self._stream(entries, workers, Claims(self.core.store))
