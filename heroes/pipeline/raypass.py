@@ -614,8 +614,6 @@ def _opts_dict(opts: AnalyzeOptions) -> dict[str, Any]:
 
 def _with_threads(opts: AnalyzeOptions, threads: int, device: str | None) -> AnalyzeOptions:
     """Options for model actors: their threads, and on a GPU its device and larger batches."""
-    from dataclasses import replace
-
     if opts.models is None:
         return opts
     models = replace(opts.models, threads=threads)
