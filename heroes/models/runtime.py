@@ -75,14 +75,10 @@ def limit_native_threads(n: int) -> None:
     sessions: a pass runs one worker per core, and pools sized for every core in each worker
     only contend (FAISS's OpenMP threads spin after each call)."""
     import cv2
+    import faiss
 
     cv2.setNumThreads(n)
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(n)
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        pass
+    faiss.omp_set_num_threads(n)
 
 
 def provider_options(providers: list[str], fp16: bool) -> list[tuple[str, dict[str, Any]] | str]:

@@ -194,6 +194,8 @@ class PassCore:
         self.vectors: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.archives_done: list[str] = []
+        #: hash-set entries looked up ahead of :meth:`decide`, by SHA-256, until it is decided
+        self._matches_ahead: dict[str, list[Any]] = {}
 
     # -- before reading ---------------------------------------------------------------------------
     def skip_archive(self, entry: Entry) -> bool:
@@ -264,6 +266,20 @@ class PassCore:
             self.in_flight.add(decision.item_id)
         return decision
 
+    def hash_matches(self, d: Digests, *, ahead: bool = False) -> list[Any]:
+        """The hash-set entries a file's hashes match. An engine that needs them before
+        :meth:`decide` (the Ray driver, to skip decoding known-good files) asks ``ahead``: the
+        answer is kept for the decision, so each file is looked up once."""
+        if ahead:
+            found = self._matches_ahead.get(d.sha256)
+            if found is None:
+                found = self._matches_ahead[d.sha256] = exact_matches(
+                    self.store, d.md5, d.sha1, d.sha256
+                )
+            return found
+        found = self._matches_ahead.pop(d.sha256, None)
+        return exact_matches(self.store, d.md5, d.sha1, d.sha256) if found is None else found
+
     def original_of(self, sha256: str) -> int | None:
         found = self.seen_sha.get(sha256)
         if found is None and self.case_had_items:
@@ -313,7 +329,7 @@ class PassCore:
                 row["error"] = entry.error
             else:
                 row.update(status="error", error=entry.error)
-        matches = exact_matches(self.store, d.md5, d.sha1, d.sha256)
+        matches = self.hash_matches(d)
         known_good = only_known_good(matches)
         bad = [m for m in matches if not m[0].known_good]
         if bad:

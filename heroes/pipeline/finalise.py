@@ -14,7 +14,12 @@ from sqlalchemy import select, update
 from heroes.config import Settings
 from heroes.index import hashes_from_hex
 from heroes.pipeline.hashsets import category_text, known_match
-from heroes.pipeline.matching import PDQ_DIHEDRAL, nearest_within_variants, visual_groups
+from heroes.pipeline.matching import (
+    PDQ_DIHEDRAL,
+    nearest_within_variants,
+    quality_hashes,
+    visual_groups,
+)
 from heroes.pipeline.ranking import rank_items
 from heroes.pipeline.summary import TriageSummary
 from heroes.store.db import CaseStore
@@ -110,13 +115,11 @@ class _CaseHashes:
                 good = pdq and (quality or 0) >= min_quality
                 if good and km and not km.get("known_good") and km.get("method") != "pdq":
                     self.case_bad.append((item_id, pdq, km))
-                row_of: dict[float | None, int] = {}
-                if good:
-                    row_of[None] = add_row(item_id, pdq, None)
+                row_of = {
+                    time: add_row(item_id, h, time)
+                    for time, h in quality_hashes(pdq, quality, video, min_quality)
+                }
                 frames = (video or {}).get("keyframes", [])
-                for kf in frames:
-                    if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
-                        row_of[kf.get("time")] = add_row(item_id, kf["pdq"], kf.get("time"))
                 for h, k, kind in _variants(dihedral, frames, row_of):
                     flips.page["flips"].append(h)
                     flips.page["flip_of"].append(k)

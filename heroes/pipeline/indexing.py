@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from heroes.index import BinaryIndex, FloatIndex, Meta, hashes_from_hex
+from heroes.pipeline.matching import quality_hashes
 from heroes.store.db import CaseStore
 from heroes.store.schema import ItemRow, VectorRow
 from heroes.vectors import decode_vectors
@@ -155,13 +156,9 @@ def _update_pdq(
         for item_id, pdq, quality, video, status in rows:
             if status == "duplicate":
                 continue
-            if pdq and (quality or 0) >= min_quality:
-                hexes.append(pdq)
-                metas.append(Meta(name, int(item_id)))
-            for kf in (video or {}).get("keyframes", []):
-                if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
-                    hexes.append(kf["pdq"])
-                    metas.append(Meta(name, int(item_id), frame_time=kf.get("time")))
+            for time, h in quality_hashes(pdq, quality, video, min_quality):
+                hexes.append(h)
+                metas.append(Meta(name, int(item_id), frame_time=time))
         last = int(rows[-1][0])
     if hexes:
         if index is None:

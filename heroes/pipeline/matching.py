@@ -11,6 +11,7 @@ without them).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +31,18 @@ PDQ_DIHEDRAL = (
     "flip_plus_1",
     "flip_minus_1",
 )
+
+
+def quality_hashes(
+    pdq: str | None, quality: int | None, video: dict[str, Any] | None, min_quality: int
+) -> Iterator[tuple[float | None, str]]:
+    """An item's PDQ hashes good enough to match on (quality at least ``min_quality``): its own
+    as (None, hash), then each video keyframe's as (frame time, hash)."""
+    if pdq and (quality or 0) >= min_quality:
+        yield None, pdq
+    for kf in (video or {}).get("keyframes", []):
+        if kf.get("pdq") and (kf.get("quality") or 0) >= min_quality:
+            yield kf.get("time"), kf["pdq"]
 
 
 def hamming(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> NDArray[np.int32]:

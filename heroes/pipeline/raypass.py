@@ -52,7 +52,6 @@ from heroes.pipeline.core import (
     Admitted,
     Identified,
     PassCore,
-    exact_matches,
     identify_entry,
     needs_pixels,
     only_known_good,
@@ -76,12 +75,12 @@ _RAY_SUFFIX = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_st
 class Claims:
     """Which file of a SHA-256 is decoded (the first of this run to claim it) and which files are
     known-good, decided in the driver from the hashes a worker sends back, before anything is
-    decoded. The case store is the driver's own: no second reader, no actor."""
+    decoded. The case store is the driver's own (the pass core's): no second reader, no actor."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.has_sets = bool(store.hashsets())
-        self.had_items = store.count_items() > 0
+    def __init__(self, core: PassCore) -> None:
+        self.core = core
+        self.store = core.store
+        self.has_sets = bool(core.store.hashsets())
         self.claims: dict[bytes, int] = {}
 
     def verdict(self, ref: Ref, ident: Identified) -> tuple[str | None, int | None]:
@@ -95,12 +94,12 @@ class Claims:
             or (ref.old_sha is not None and ref.old_sha == d.sha256)
         ):
             return None, None
-        if self.has_sets and only_known_good(exact_matches(self.store, d.md5, d.sha1, d.sha256)):
+        if self.has_sets and only_known_good(self.core.hash_matches(d, ahead=True)):
             return "known_good", None
         owner = self.claims.setdefault(bytes.fromhex(d.sha256), ref.key)
         if owner != ref.key:
             return "duplicate", owner
-        if self.had_items:
+        if self.core.case_had_items:
             first = self.store.first_with_sha256(d.sha256)
             if first is not None and first != ref.update_of:
                 return "duplicate", None
@@ -782,7 +781,7 @@ class RayEngine:
             workers = Workers(plan, opts, self.settings.hash_chunk)
             workers.wait_ready(ACTOR_START_S)
             try:
-                self._stream(entries, workers, Claims(self.core.store))
+                self._stream(entries, workers, Claims(self.core))
                 end = time.perf_counter()
                 if self._first is not None:
                     # from Ray's start to the first result (actors, models), then the rest

@@ -497,7 +497,7 @@ def test_the_driver_sends_a_dead_workers_files_again_one_by_one_and_analyses_a_k
         restart = {2} if script == "reader restarted" else set()
         actors = _Actors(core.opts, die_on, restart)
         engine = raypass.RayEngine(core, settings, tmp_path / "case")
-        engine._stream(iter(entries), actors, raypass.Claims(store))  # type: ignore[arg-type]
+        engine._stream(iter(entries), actors, raypass.Claims(core))  # type: ignore[arg-type]
         core.flush(force=True)
     finally:
         store.close()
@@ -574,3 +574,46 @@ def test_the_embedded_head_starts_without_monitors_or_dashboard_and_leaves_ray_a
         services.get_node,
         utils.get_dashboard_dependency_error,
     )
+
+
+def test_a_hash_set_look_up_made_ahead_of_the_decision_is_made_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver's claims ask the hash sets before a file is decided (known-good files are not
+    decoded); the core's decision takes that answer instead of asking the store again."""
+    from heroes.pipeline import core as pass_core
+    from heroes.pipeline.identify import hash_bytes
+    from heroes.pipeline.summary import Progress, TriageSummary
+
+    good = tmp_path / "good.txt"
+    data = jpeg(5)
+    d = hash_bytes(data)
+    good.write_text(d.md5 + "\n")
+    store = CaseStore(tmp_path / "case")
+    try:
+        from heroes.pipeline.runner import import_hashsets
+
+        import_hashsets(store, [good], known_good=True)
+        run = store.start_run(str(tmp_path), {})
+        core = pass_core.PassCore(
+            store,
+            tmp_path,
+            Settings(models=False),
+            run,
+            TriageSummary(run, "e", "c"),
+            Progress(False, 0),
+            False,
+            None,
+        )
+        asked: list[str] = []
+        real = pass_core.exact_matches
+        monkeypatch.setattr(pass_core, "exact_matches", lambda *a: asked.append(a[3]) or real(*a))
+        ahead = core.hash_matches(d, ahead=True)
+        assert pass_core.only_known_good(ahead)
+        assert core.hash_matches(d, ahead=True) is ahead  # a copy's claim: no second look-up
+        assert core.hash_matches(d) is ahead  # the decision takes it, and it is let go
+        assert asked == [d.sha256]
+        assert pass_core.only_known_good(core.hash_matches(d))  # asked again: not kept
+        assert asked == [d.sha256, d.sha256]
+    finally:
+        store.close()
